@@ -1,0 +1,99 @@
+"""Columnar micro-batch types and the detector protocol.
+
+A micro-batch is *long format*: one row per (reading, quantity). A reading that
+carries six pollutants becomes six rows sharing one ``reading_idx``. Rows are
+sorted by (sensor_idx, event_time_ms, reading_idx) before detectors see them,
+so per-sensor scans are contiguous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+Int32Array = npt.NDArray[np.int32]
+Int16Array = npt.NDArray[np.int16]
+UInt8Array = npt.NDArray[np.uint8]
+
+# HJ 212-2017 data flags, in code order. Code 0 (N) is the only "normal" flag.
+HJ212_FLAGS: tuple[str, ...] = ("N", "F", "M", "S", "D", "C", "T", "B")
+FLAG_CODE: Mapping[str, int] = {flag: code for code, flag in enumerate(HJ212_FLAGS)}
+FLAG_NORMAL = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingBatch:
+    """One micro-batch of readings of a single sensor kind, columnar."""
+
+    sensor_idx: Int32Array  # dense index from SensorIndex, shape (n,)
+    reading_idx: Int32Array  # rows of one reading share it; 0..n_readings-1
+    event_time_ms: IntArray
+    quantity_idx: Int16Array  # index into the kind's quantity list (topology order)
+    value: FloatArray  # always finite (the decoder dead-letters the rest)
+    flag: UInt8Array  # HJ 212 flag code per row (copied from its reading)
+
+    def __len__(self) -> int:
+        return int(self.value.shape[0])
+
+    @classmethod
+    def empty(cls) -> ReadingBatch:
+        return cls(
+            sensor_idx=np.zeros(0, np.int32),
+            reading_idx=np.zeros(0, np.int32),
+            event_time_ms=np.zeros(0, np.int64),
+            quantity_idx=np.zeros(0, np.int16),
+            value=np.zeros(0, np.float64),
+            flag=np.zeros(0, np.uint8),
+        )
+
+    def take(self, rows: npt.NDArray[np.integer]) -> ReadingBatch:
+        """The sub-batch of ``rows`` (indices or a boolean mask)."""
+        return ReadingBatch(
+            sensor_idx=self.sensor_idx[rows],
+            reading_idx=self.reading_idx[rows],
+            event_time_ms=self.event_time_ms[rows],
+            quantity_idx=self.quantity_idx[rows],
+            value=self.value[rows],
+            flag=self.flag[rows],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """What a detector says about a batch.
+
+    ``rows`` index into the batch the detector was given; ``score`` is what the
+    route thresholds compare against (an AQI, a %LEL, a flag severity...);
+    ``measure`` names it in alarms ("aqi", "gas_lel", "hj212_flag").
+    """
+
+    rows: IntArray
+    score: FloatArray
+    measure: str
+
+    @classmethod
+    def none(cls, measure: str) -> Scores:
+        return cls(rows=np.zeros(0, np.int64), score=np.zeros(0, np.float64), measure=measure)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorContext:
+    """What a detector may know about the world besides the batch."""
+
+    quantities: tuple[str, ...]  # the kind's quantity catalog, in quantity_idx order
+
+
+class Detector(Protocol):
+    """A vectorized detector: a whole batch in, one score per selected row out.
+
+    Implementations never loop over rows in Python, never read the wall clock,
+    never mutate the batch, and never return NaN.
+    """
+
+    def score(self, batch: ReadingBatch) -> Scores: ...

@@ -1,0 +1,126 @@
+"""The input contract: valid readings become rows, every bad one a dead letter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from streams.catalog import SensorIndex, SensorInfo
+from streams.decode import KindDecoder, RawMessage
+from streams.topology_spec import InputSpec, KindSpec, QuantitySpec
+
+NOW_MS = 1_795_700_000_000
+AIR = KindSpec(
+    topic="city.air.readings",
+    departments=["environment"],
+    quantities={
+        "pm25": QuantitySpec(unit="µg/m³", min=0, max=2000),
+        "co": QuantitySpec(unit="mg/m³", min=0, max=200),
+    },
+)
+
+
+def _decoder() -> KindDecoder:
+    return KindDecoder("air", AIR, InputSpec(max_message_bytes=2048), {"DG-GS-0001": "hazmat"})
+
+
+def _index() -> SensorIndex:
+    return SensorIndex([SensorInfo("DG-AQ-0001", "air", "s1", "", "Humen", 22.8, 113.6)])
+
+
+def _msg(value: bytes | str, offset: int = 0) -> RawMessage:
+    body = value.encode() if isinstance(value, str) else value
+    return RawMessage(value=body, key=b"k", topic="city.air.readings", partition=1, offset=offset)
+
+
+def _reading(sensor: str = "DG-AQ-0001", ts: object = NOW_MS, **values: object) -> dict[str, object]:
+    return {"sensor_id": sensor, "ts": ts, "values": values or {"pm25": 40.0}}
+
+
+def test_valid_single_and_gateway_array_become_long_format_rows() -> None:
+    msgs = [
+        _msg(json.dumps(_reading(pm25=40.0, co=0.7))),
+        _msg(json.dumps([_reading("DG-AQ-0001", "2026-11-26T08:00:00+08:00", pm25=55.0), _reading("NEW-1", pm25=1.0)])),
+    ]
+    out = _decoder().decode(msgs, _index(), NOW_MS)
+    assert out.dead == []
+    assert out.n_readings == 3
+    assert out.n_unknown_sensors == 1
+    assert len(out.batch) == 4  # pm25+co, pm25, pm25
+    # 2026-11-26T08:00:00+08:00 is 00:00 UTC
+    assert 1_795_651_200_000 in out.batch.event_time_ms.tolist()
+    sensor0 = out.batch.value[(out.batch.sensor_idx == 0) & (out.batch.quantity_idx == 0)]
+    assert sensor0.tolist() == [40.0, 55.0]  # arrival order kept per sensor
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{not json", "malformed_json"),
+        ('{"sensor_id": "DG-AQ-0001", "ts": 1, "values": {"pm25": NaN}}', "non_finite"),
+        ('{"sensor_id": "DG-AQ-0001", "ts": 1, "values": {"pm25": 1e999}}', "non_finite"),
+        ('{"sensor_id": "DG-AQ-0001", "ts": 1, "values": {"pm25": "40"}}', "wrong_type"),
+        ('{"sensor_id": "DG-AQ-0001", "ts": "2026-11-26T08:00:00", "values": {"pm25": 4}}', "wrong_type"),
+        ('{"ts": 1, "values": {"pm25": 4}}', "missing_field"),
+        ('{"sensor_id": "DG-AQ-0001", "ts": 1, "values": {"pm1": 4}}', "unknown_quantity"),
+        ('{"sensor_id": "DG-AQ-0001", "ts": 1, "values": {"pm25": 4}, "flag": "X"}', "invalid_flag"),
+        ("[]", "empty"),
+    ],
+)
+def test_bad_message_is_dead_lettered_and_the_rest_of_the_batch_survives(body: str, reason: str) -> None:
+    good = _msg(json.dumps(_reading(pm25=12.0)), offset=7)
+    out = _decoder().decode([good, _msg(body, offset=8)], _index(), NOW_MS)
+    assert [d.reason for d in out.dead] == [reason]
+    assert out.dead[0].offset == 8 and out.dead[0].partition == 1
+    assert out.dead[0].original == body.encode()
+    assert out.batch.value.tolist() == [12.0]
+
+
+@pytest.mark.parametrize(
+    ("reading", "reason"),
+    [
+        (_reading(ts=NOW_MS + 3_600_000), "ts_future"),
+        (_reading(ts=NOW_MS - 40 * 86_400_000), "ts_past"),
+        (_reading(pm25=-3.0), "out_of_range"),
+        (_reading("DG-GS-0001"), "kind_mismatch"),
+        ({"sensor_id": "DG-AQ-0001", "ts": NOW_MS, "values": {}}, "empty"),
+    ],
+)
+def test_semantic_checks(reading: dict[str, object], reason: str) -> None:
+    out = _decoder().decode([_msg(json.dumps(reading))], _index(), NOW_MS)
+    assert [d.reason for d in out.dead] == [reason]
+    assert len(out.batch) == 0
+
+
+def test_oversize_message() -> None:
+    big = json.dumps([_reading(pm25=float(i)) for i in range(100)])
+    out = _decoder().decode([_msg(big)], _index(), NOW_MS)
+    assert [d.reason for d in out.dead] == ["oversize"]
+
+
+def test_one_bad_reading_in_a_gateway_array_keeps_the_others() -> None:
+    body = json.dumps([_reading(pm25=1.0), {"sensor_id": "DG-AQ-0001", "ts": NOW_MS, "values": {"pm25": "x"}}, _reading(pm25=3.0, ts=NOW_MS + 10 * 3_600_000)])
+    out = _decoder().decode([_msg(body)], _index(), NOW_MS)
+    assert sorted((d.reason, d.reading_index) for d in out.dead) == [("ts_future", 2), ("wrong_type", 1)]
+    assert out.batch.value.tolist() == [1.0]
+
+
+def test_dead_letter_record_keeps_original_bytes() -> None:
+    raw = b"\xff\xfe not utf8"
+    out = _decoder().decode([_msg(raw, offset=42)], _index(), NOW_MS)
+    record = json.loads(out.dead[0].to_json(NOW_MS))
+    assert record["source"] == {"topic": "city.air.readings", "partition": 1, "offset": 42, "key": "k"}
+    import base64
+
+    assert base64.b64decode(record["original_b64"]) == raw
+    assert record["original_text"] is None
+    assert record["reason"] == "malformed_json"
+
+
+def test_batch_rows_are_sorted_by_sensor_then_arrival() -> None:
+    msgs = [_msg(json.dumps(_reading(s, pm25=float(i)))) for i, s in enumerate(["B", "A", "B", "A"])]
+    out = _decoder().decode(msgs, _index(), NOW_MS)
+    assert np.all(np.diff(out.batch.sensor_idx) >= 0)
+    assert out.batch.value.tolist() == [0.0, 2.0, 1.0, 3.0]
