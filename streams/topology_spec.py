@@ -123,7 +123,7 @@ class RouteSpec(_Model):
 class TopologySpec(_Model):
     version: Literal[1]
     city: str
-    timezone: str = "+08:00"
+    timezone: Annotated[str, Field(pattern=r"^[+-]\d{2}:\d{2}$")] = "+08:00"
     catalog: str
     topics: TopicsSpec = TopicsSpec()
     input: InputSpec = InputSpec()

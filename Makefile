@@ -1,0 +1,52 @@
+# cityops — the two commands: `make demo` and `make test`.
+# Everything they need is installed here: the venv (PyPI), Kafka jars (Maven
+# Central, via `cityops stack up`), Redis (Debian package, via `cityops stack up`).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DURATION ?= 0
+RATE ?= 300
+PYTEST_ARGS ?=
+
+.PHONY: demo test unit integration typecheck stack-up stack-down stack-status venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (apt-get install -y python3 python3-venv)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+stack-up: venv
+	$(BIN)/cityops stack up
+
+stack-down: venv
+	$(BIN)/cityops stack down
+
+stack-status: venv
+	$(BIN)/cityops stack status
+
+## make demo [DURATION=60] [RATE=300]: stack + worker + simulated city, alarms live.
+demo: stack-up
+	$(BIN)/cityops demo --duration $(DURATION) --rate $(RATE)
+
+## make test: unit, contract and integration tests against real Kafka and Redis, plus mypy --strict.
+test: stack-up
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: stack-up
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+typecheck: venv
+	$(BIN)/mypy
+
+clean: stack-down
+	rm -rf .stack $(VENV)

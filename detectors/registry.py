@@ -1,0 +1,53 @@
+"""Detector kinds by name, and building one from a topology entry.
+
+``kind`` in topology.yaml names a key of ``DETECTORS``; ``params`` are the
+class's keyword-only constructor arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Final, cast
+
+from detectors.aqi import AqiHj633
+from detectors.base import DetectorContext, Detector
+from detectors.hj212_flag import Hj212Flag
+from detectors.quantity_value import QuantityValue
+
+DETECTORS: Final[dict[str, type[Detector]]] = {
+    "aqi_hj633": AqiHj633,
+    "quantity_value": QuantityValue,
+    "hj212_flag": Hj212Flag,
+}
+
+
+def build_detector(kind: str, context: DetectorContext, params: Mapping[str, Any]) -> Detector:
+    """Instantiate ``DETECTORS[kind]`` with ``params``; ValueError names what is wrong."""
+    cls = DETECTORS.get(kind)
+    if cls is None:
+        msg = f"kind: unknown {kind!r}; valid: {sorted(DETECTORS)}"
+        raise ValueError(msg)
+    _check_params(kind, cls, params)
+    # type[Protocol] has no constructor signature for mypy; _check_params bound it.
+    factory = cast(Callable[..., Detector], cls)
+    return factory(context, **params)
+
+
+def detector_params(cls: type) -> list[str]:
+    """The names a topology entry may put in ``params`` for ``cls``."""
+    kw_only = inspect.Parameter.KEYWORD_ONLY
+    return [p.name for p in inspect.signature(cls).parameters.values() if p.kind is kw_only]
+
+
+def _check_params(kind: str, cls: type, params: Mapping[str, Any]) -> None:
+    valid = detector_params(cls)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        msg = f"{kind}: unknown parameter(s) {unknown}; valid: {valid}"
+        raise ValueError(msg)
+    try:
+        inspect.signature(cls).bind(None, **params)  # None stands in for the context
+    except TypeError as exc:  # e.g. a required parameter is missing
+        msg = f"{kind}: {exc}; valid: {valid}"
+        raise ValueError(msg) from None

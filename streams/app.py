@@ -1,0 +1,73 @@
+"""create_app(settings) -> faust.App: one agent per input topic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from streams.decode import RawMessage
+from streams.metrics import Metrics
+from streams.runtime import Runtime
+from streams.settings import Settings
+from streams.topology import Topology, load_topology
+
+
+def create_app(settings: Settings, topology: Topology | None = None) -> faust.App:
+    topology = topology or load_topology(settings.topology)
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        datadir=str(settings.data_dir),
+        topic_partitions=topology.spec.topics.partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+    )
+    runtime = Runtime(settings, topology, Metrics.create(CollectorRegistry()))
+    app.cityops_runtime = runtime  # type: ignore[attr-defined]
+    for topic_name, kind in topology.input_topics().items():
+        topic = app.topic(topic_name, key_type=bytes, value_type=bytes, partitions=topology.spec.topics.partitions)
+        app.agent(topic, name=f"cityops.{kind}")(_kind_agent(runtime, kind))
+    _add_pages(app, runtime)
+
+    @app.on_stop.connect  # type: ignore[untyped-decorator]
+    async def _close(app: faust.App, **kwargs: Any) -> None:
+        await runtime.close()
+
+    return app
+
+
+def _kind_agent(runtime: Runtime, kind: str) -> Callable[[Any], Any]:
+    """A thin agent: take a micro-batch within the kind's budget, hand it on."""
+    batch = runtime.topology.kind(kind).batch
+
+    async def agent(stream: Any) -> None:
+        async for events in stream.take_events(batch.max_readings, within=batch.budget_ms / 1000):
+            messages = [
+                RawMessage(e.message.value, e.message.key, e.message.topic, e.message.partition, e.message.offset)
+                for e in events
+            ]
+            await runtime.handle(kind, messages)
+
+    agent.__name__ = f"{kind}_agent"
+    return agent
+
+
+def _add_pages(app: faust.App, runtime: Runtime) -> None:
+    registry = runtime.metrics.registry
+
+    @app.page("/metrics")  # type: ignore[untyped-decorator]
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")  # type: ignore[untyped-decorator]
+    async def healthz(web: Any, request: Any) -> Any:
+        ok = await runtime.board.ping()
+        return web.json({"redis": ok, "kinds": sorted(runtime.pipelines)}, status=200 if ok else 503)

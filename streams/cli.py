@@ -1,0 +1,152 @@
+"""The `cityops` command line (the contract in design.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from streams.errors import CityOpsError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="cityops: city sensor readings -> alarms, through Kafka.")
+stack_app = typer.Typer(no_args_is_help=True, help="The local stack: real Kafka (KRaft) + Redis.")
+alerts_app = typer.Typer(no_args_is_help=True, help="Alarm events on the alerts topic.")
+topology_app = typer.Typer(no_args_is_help=True, help="Validate topology.yaml and its sensor catalog.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(topology_app, name="topology")
+
+TopologyOpt = Annotated[Path, typer.Option("--topology", "-t", help="topology.yaml to use", envvar="CITYOPS_TOPOLOGY")]
+
+
+@stack_app.command("up")
+def stack_up(topology: TopologyOpt = Path("topology.yaml")) -> None:
+    """Start Kafka and Redis (installing what is missing) and create the topics."""
+    from streams import stack
+    from streams.topology import load_topology
+
+    topics = load_topology(topology).all_topics()
+    status = stack.up(stack.StackConfig.from_env(), topics)
+    _print_status(status)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop Kafka and Redis (data is kept under .stack/)."""
+    from streams import stack
+
+    _print_status(stack.down(stack.StackConfig.from_env()))
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show whether Kafka and Redis are running; exit 1 if not."""
+    from streams import stack
+
+    status = stack.status(stack.StackConfig.from_env())
+    _print_status(status)
+    raise typer.Exit(0 if status.all_running else 1)
+
+
+def _print_status(status: object) -> None:
+    for service in (status.kafka, status.redis):  # type: ignore[attr-defined]
+        state = "running" if service.running else "stopped"
+        pid = f" pid {service.pid}" if service.pid else ""
+        typer.echo(f"{service.name:<6} {state:<8} {service.address}{pid}  {service.detail}".rstrip())
+
+
+@app.command()
+def worker(
+    topology: TopologyOpt = Path("topology.yaml"),
+    web_port: Annotated[Optional[int], typer.Option(help="metrics/health HTTP port")] = None,
+    loglevel: Annotated[str, typer.Option(help="crit|error|warn|info|debug")] = "info",
+) -> None:
+    """Run the stream worker (one agent per input topic)."""
+    import faust
+
+    from streams.app import create_app
+    from streams.settings import Settings
+
+    settings = Settings.from_env(topology=topology, web_port=web_port)
+    faust_app = create_app(settings)
+    faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+
+
+@app.command()
+def simulate(
+    rate: Annotated[float, typer.Option(help="readings per second, all sensors together", min=0.1)] = 200.0,
+    duration: Annotated[float, typer.Option(help="seconds to run", min=0.1)] = 60.0,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same city)")] = 0,
+    scenario: Annotated[Optional[Path], typer.Option(help="incident scenario YAML (default: the packaged one)")] = None,
+    speed: Annotated[float, typer.Option(help="simulated seconds per real second", min=0.001)] = 1.0,
+    out: Annotated[Optional[Path], typer.Option(help="write JSONL here instead of Kafka")] = None,
+    truth: Annotated[Optional[Path], typer.Option(help="write the incidents' ground truth (JSONL) here")] = None,
+    no_pace: Annotated[bool, typer.Option("--no-pace", help="do not wait for real time")] = False,
+    topology: TopologyOpt = Path("topology.yaml"),
+) -> None:
+    """Simulate Dongguan's sensors, with scripted incidents and their ground truth."""
+    from streams.settings import Settings
+    from streams.sim.runner import SimOptions, run
+    from streams.topology import load_topology
+
+    topo = load_topology(topology)
+    opts = SimOptions(rate=rate, duration_s=duration, seed=seed, scenario=scenario, speed=speed)
+    bootstrap = None if out else Settings.from_env().bootstrap
+    summary = asyncio.run(run(topo, opts, bootstrap=bootstrap, out=out, truth_out=truth, pace=not no_pace))
+    typer.echo(str(summary))
+
+
+@app.command()
+def produce(
+    file: Annotated[Path, typer.Argument(help="JSONL file: each line is sent as one message, bytes unchanged")],
+    topic: Annotated[str, typer.Option("--topic", help="Kafka topic to publish to")],
+) -> None:
+    """Publish recorded (or malformed) readings as-is, keyed by their sensor_id."""
+    from streams.produce import produce_file
+    from streams.settings import Settings
+
+    if not file.is_file():
+        raise CityOpsError(f"FILE: {file} does not exist or is not a file")
+    count = asyncio.run(produce_file(Settings.from_env().bootstrap, topic, file))
+    typer.echo(f"published {count} messages to {topic}")
+
+
+@alerts_app.command("tail")
+def alerts_tail(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON alert per line")] = False,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the oldest alert")] = False,
+    max_alerts: Annotated[Optional[int], typer.Option("--max", help="stop after this many alerts", min=1)] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="stop after this many idle seconds", min=0.1)] = None,
+    topology: TopologyOpt = Path("topology.yaml"),
+) -> None:
+    """Follow alarm events as they arrive."""
+    from streams.settings import Settings
+    from streams.tail import tail_alerts
+    from streams.topology import load_topology
+
+    topic = load_topology(topology).spec.topics.alerts
+    asyncio.run(tail_alerts(Settings.from_env().bootstrap, topic, as_json, from_beginning, max_alerts, timeout))
+
+
+@topology_app.command("check")
+def topology_check(file: Annotated[Path, typer.Argument(help="topology file")] = Path("topology.yaml")) -> None:
+    """Validate a topology file; exit 2 with every problem found."""
+    from streams.topology import load_topology
+
+    topo = load_topology(file)
+    kinds = ", ".join(f"{k} ({len(topo.catalog.by_kind(k))} sensors)" for k in topo.spec.kinds)
+    typer.echo(f"{file}: ok — {kinds}; {len(topo.spec.detectors)} detectors, {len(topo.spec.routes)} routes")
+
+
+def main() -> None:
+    """Entry point: user mistakes print one clear message, never a traceback."""
+    try:
+        app()
+    except CityOpsError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

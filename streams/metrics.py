@@ -1,0 +1,52 @@
+"""Prometheus metrics, built on a registry passed in (never the global one).
+
+No per-sensor labels: cardinality stays bounded by kinds, reasons, rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    registry: CollectorRegistry
+    messages: Counter
+    readings: Counter
+    unknown_sensor_readings: Counter
+    deadletters: Counter
+    alerts: Counter
+    batch_size: Histogram
+    stage_seconds: Histogram
+    budget_overruns: Counter
+    active_alarms: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> Metrics:
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        return cls(
+            registry=registry,
+            messages=counter("cityops_messages", "Kafka messages consumed", ("kind",)),
+            readings=counter("cityops_readings", "Valid readings processed", ("kind",)),
+            unknown_sensor_readings=counter(
+                "cityops_unknown_sensor_readings", "Readings from sensors not in the catalog (processed with kind defaults)", ("kind",)
+            ),
+            deadletters=counter("cityops_deadletters", "Inputs sent to the dead-letter topic", ("kind", "reason")),
+            alerts=counter("cityops_alerts", "Alarm events emitted", ("kind", "rule", "severity", "status")),
+            batch_size=Histogram(
+                "cityops_batch_messages", "Messages per micro-batch", ("kind",), registry=registry,
+                buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            ),
+            stage_seconds=Histogram(
+                "cityops_stage_seconds", "Time per pipeline stage per batch", ("kind", "stage"),
+                registry=registry, buckets=_STAGE_BUCKETS,
+            ),
+            budget_overruns=counter("cityops_budget_overruns", "Batches whose processing exceeded the kind's budget", ("kind",)),
+            active_alarms=Gauge("cityops_active_alarms", "Live alarms per kind", ("kind",), registry=registry),
+        )

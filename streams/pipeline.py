@@ -1,0 +1,184 @@
+"""One sensor kind's processing: messages -> batch -> scores -> alarm changes.
+
+Free of Faust, Kafka and Redis so it can be tested and benchmarked alone; the
+agent (streams/agents.py) feeds it micro-batches and ships its outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from detectors.base import Detector, ReadingBatch
+from detectors.registry import build_detector
+from sinks.base import Alert, Status
+from streams.alarms import RouteEvaluator, Transitions
+from streams.catalog import SensorIndex, SensorInfo
+from streams.deadletter import DeadLetter
+from streams.decode import KindDecoder, RawMessage
+from streams.topology import Topology
+from streams.topology_spec import RouteSpec
+
+
+@dataclass(slots=True)
+class BatchResult:
+    alerts: list[Alert]
+    dead: list[DeadLetter]
+    n_messages: int
+    n_readings: int
+    n_unknown_sensors: int
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    detector: str
+    evaluator: RouteEvaluator
+
+
+class KindPipeline:
+    """Decoder, detectors and routes of one sensor kind, with its alarm state."""
+
+    def __init__(self, topology: Topology, kind: str) -> None:
+        spec = topology.spec
+        self.kind = kind
+        self.topology = topology
+        self._kind_spec = spec.kinds[kind]
+        catalog = topology.catalog
+        self._sensors: list[SensorInfo | None] = list(catalog.by_kind(kind))
+        self.index = SensorIndex([s for s in self._sensors if s is not None])
+        foreign = {s.sensor_id: s.kind for s in catalog.sensors if s.kind != kind}
+        self.decoder = KindDecoder(kind, self._kind_spec, spec.input, foreign)
+        context = topology.context(kind)
+        self.detectors: dict[str, Detector] = {
+            d.name: build_detector(d.kind, context, d.params) for d in spec.detectors if d.sensor_kind == kind
+        }
+        self.routes = [
+            _Route(r.detector, RouteEvaluator(r, kind, self._sensors))
+            for r in spec.routes
+            if r.detector in self.detectors
+        ]
+        self._tz = _parse_offset(spec.timezone)
+
+    def process(self, messages: Sequence[RawMessage], now_ms: int) -> BatchResult:
+        t0 = time.perf_counter()
+        decoded = self.decoder.decode(messages, self.index, now_ms)
+        self._grow()
+        t1 = time.perf_counter()
+        alerts = self._detect(decoded.batch, now_ms)
+        t2 = time.perf_counter()
+        return BatchResult(
+            alerts=alerts,
+            dead=decoded.dead,
+            n_messages=len(messages),
+            n_readings=decoded.n_readings,
+            n_unknown_sensors=decoded.n_unknown_sensors,
+            stage_seconds={"decode": t1 - t0, "detect": t2 - t1},
+        )
+
+    def _grow(self) -> None:
+        if len(self.index) > len(self._sensors):
+            self._sensors.extend([None] * (len(self.index) - len(self._sensors)))
+            for route in self.routes:
+                route.evaluator.resize(self._sensors)
+
+    def _detect(self, batch: ReadingBatch, now_ms: int) -> list[Alert]:
+        if len(batch) == 0:
+            return []
+        scores = {name: det.score(batch) for name, det in self.detectors.items()}
+        alerts: list[Alert] = []
+        for route in self.routes:
+            found = scores[route.detector]
+            changes = route.evaluator.evaluate(batch, found)
+            alerts.extend(self._alerts(route.evaluator, batch, changes, found.measure, now_ms))
+        alerts.sort(key=lambda a: (a.event_time_ms, a.alarm_key))
+        return alerts
+
+    def _alerts(
+        self, ev: RouteEvaluator, batch: ReadingBatch, t: Transitions, measure: str, now_ms: int
+    ) -> list[Alert]:
+        out = []
+        for i, row in enumerate(t.rows.tolist()):
+            prev, cur = int(t.previous[i]), int(t.current[i])
+            status: Status = "firing" if prev == 0 else ("resolved" if cur == 0 else "updated")
+            out.append(self._alert(ev.spec, int(batch.sensor_idx[row]), int(batch.event_time_ms[row]),
+                                   status, max(cur, prev) if cur == 0 else cur, float(t.score[i]),
+                                   float(t.threshold[i]), prev, measure, now_ms))
+        return out
+
+    def _alert(
+        self, route: RouteSpec, sensor_idx: int, event_ms: int, status: Status, level: int,
+        score: float, threshold: float, previous: int, measure: str, now_ms: int,
+    ) -> Alert:
+        sensor_id = self.index.sensor_id(sensor_idx)
+        info = self._sensors[sensor_idx]
+        severity = route.levels[level - 1].severity
+        alarm_key = f"{sensor_id}:{route.rule}"
+        fields = {
+            "rule": route.rule, "sensor_id": sensor_id, "site_id": info.site_id if info else sensor_id,
+            "district": info.district if info else "unknown", "value": score, "threshold": threshold,
+            "severity": severity.value, "status": status,
+        }
+        return Alert(
+            alert_id=alert_id(alarm_key, status, event_ms, previous, level if status != "resolved" else 0),
+            alarm_key=alarm_key, status=status, severity=severity.value, level=severity.colour,
+            rule=route.rule, kind=self.kind, sensor_id=sensor_id, site_id=str(fields["site_id"]),
+            district=str(fields["district"]), lat=info.lat if info else None, lon=info.lon if info else None,
+            quantity=measure, value=score, threshold=threshold, score=score,
+            event_ts=self._iso(event_ms), event_time_ms=event_ms, detected_at=self._iso(now_ms),
+            departments=self._departments(route, info),
+            summary=_summary(route, fields),
+        )
+
+    def _departments(self, route: RouteSpec, info: SensorInfo | None) -> list[str]:
+        if route.departments:
+            return list(route.departments)
+        if info is not None and info.departments:
+            return list(info.departments)
+        return list(self._kind_spec.departments)
+
+    def _iso(self, ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, self._tz).isoformat(timespec="milliseconds")
+
+    def restore(self, active: Sequence[Alert]) -> int:
+        """Re-arm levels from the live alarms (Redis) after a restart."""
+        rules = {r.evaluator.spec.rule: r.evaluator for r in self.routes}
+        restored = 0
+        sensors_needed = [a.sensor_id for a in active if a.kind == self.kind and a.rule in rules]
+        idx, _ = self.index.lookup(sensors_needed)
+        self._grow()
+        for a, sensor_idx in zip([a for a in active if a.kind == self.kind and a.rule in rules], idx, strict=True):
+            ev = rules[a.rule]
+            ranks = [lvl.severity.value for lvl in ev.spec.levels]
+            if a.severity in ranks:
+                ev.level[sensor_idx] = ranks.index(a.severity) + 1
+                restored += 1
+        return restored
+
+
+def alert_id(alarm_key: str, status: str, event_ms: int, previous: int, current: int) -> str:
+    """Deterministic: the same reading causing the same change gives the same id."""
+    digest = hashlib.blake2b(f"{alarm_key}|{status}|{event_ms}|{previous}|{current}".encode(), digest_size=12)
+    return digest.hexdigest()
+
+
+def _summary(route: RouteSpec, fields: dict[str, object]) -> str:
+    try:
+        text = route.summary.format(**fields)
+    except (KeyError, ValueError, IndexError):
+        text = f"{route.rule} at {fields['site_id']}"
+    word = {"firing": "", "updated": " (level changed)", "resolved": " (cleared)"}[str(fields["status"])]
+    return f"[{fields['severity']}] {text}{word}"
+
+
+def _parse_offset(text: str) -> timezone:
+    sign = -1 if text.startswith("-") else 1
+    hours, _, minutes = text.lstrip("+-").partition(":")
+    return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes or 0)))
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,87 @@
+"""What a worker holds while it runs: per-kind pipelines, sinks and metrics.
+
+Order per micro-batch is what makes a crash safe: alerts and dead letters are
+acknowledged by Kafka, then the alarm board (state) is updated in Redis, and
+only then does the agent let Faust acknowledge (and later commit) the input
+offsets. A crash anywhere re-delivers the batch; re-processing it emits the
+same alert ids (deterministic), so consumers de-duplicate, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from sinks.base import AlertSink
+from sinks.kafka import KafkaAlertSink, KafkaWriter
+from sinks.redis_board import RedisAlarmBoard
+from streams.decode import RawMessage
+from streams.metrics import Metrics
+from streams.pipeline import BatchResult, KindPipeline, wall_clock_ms
+from streams.settings import Settings
+from streams.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, topology: Topology, metrics: Metrics) -> None:
+        self.settings = settings
+        self.topology = topology
+        self.metrics = metrics
+        self.pipelines = {kind: KindPipeline(topology, kind) for kind in topology.spec.kinds}
+        self.writer = KafkaWriter(settings.bootstrap, client_id=f"{settings.app_id}-sinks")
+        self.board = RedisAlarmBoard.from_url(settings.redis_url, settings.namespace)
+        self.sinks: list[AlertSink] = [KafkaAlertSink(self.writer, topology.spec.topics.alerts), self.board]
+        self._started = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Connect sinks and re-arm alarm levels from Redis (once, lazily: every agent awaits it)."""
+        async with self._lock:
+            if self._started.is_set():
+                return
+            await self.writer.start()
+            active = await self.board.active()
+            for kind, pipeline in self.pipelines.items():
+                restored = pipeline.restore(active)
+                self.metrics.active_alarms.labels(kind).set(restored)
+                log.info("restored %d live %s alarms from Redis", restored, kind)
+            self._started.set()
+
+    async def handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
+        await self.start()
+        result = self.pipelines[kind].process(messages, wall_clock_ms())
+        t0 = time.perf_counter()
+        await self.writer.send_all(
+            self.topology.spec.topics.deadletter,
+            [(d.key, d.to_json(wall_clock_ms())) for d in result.dead],
+        )
+        for sink in self.sinks:  # Kafka first, then the Redis state
+            await sink.write_batch(result.alerts)
+        result.stage_seconds["sink"] = time.perf_counter() - t0
+        self._observe(kind, result)
+        return result
+
+    def _observe(self, kind: str, result: BatchResult) -> None:
+        m = self.metrics
+        m.messages.labels(kind).inc(result.n_messages)
+        m.readings.labels(kind).inc(result.n_readings)
+        m.unknown_sensor_readings.labels(kind).inc(result.n_unknown_sensors)
+        m.batch_size.labels(kind).observe(result.n_messages)
+        for dead in result.dead:
+            m.deadletters.labels(kind, dead.reason).inc()
+        for alert in result.alerts:
+            m.alerts.labels(kind, alert.rule, alert.severity, alert.status).inc()
+            m.active_alarms.labels(kind).inc(-1 if alert.status == "resolved" else (1 if alert.status == "firing" else 0))
+        for stage, seconds in result.stage_seconds.items():
+            m.stage_seconds.labels(kind, stage).observe(seconds)
+        budget_s = self.topology.kind(kind).batch.budget_ms / 1000
+        if sum(result.stage_seconds.values()) > budget_s:
+            m.budget_overruns.labels(kind).inc()
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.board.close()
