@@ -15,31 +15,36 @@ class KafkaWriter:
     acknowledged every record (acks=all), so offsets may be committed after it."""
 
     def __init__(self, bootstrap: str, client_id: str = "cityops") -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=1,
-            max_request_size=4 * 1024 * 1024,
-        )
-        self._started = False
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        if not self._started:
-            await self._producer.start()
-            self._started = True
+        """Create and connect the producer (aiokafka needs the running loop)."""
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                client_id=self._client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=1,
+                max_request_size=4 * 1024 * 1024,
+            )
+            await producer.start()
+            self._producer = producer
 
     async def send_all(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
         if not records:
             return
+        await self.start()
+        assert self._producer is not None
         futures = [await self._producer.send(topic, value=value, key=key) for key, value in records]
         await asyncio.gather(*futures)
 
     async def close(self) -> None:
-        if self._started:
+        if self._producer is not None:
             await self._producer.stop()
-            self._started = False
+            self._producer = None
 
 
 class KafkaAlertSink:

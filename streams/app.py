@@ -37,7 +37,12 @@ def create_app(settings: Settings, topology: Topology | None = None) -> faust.Ap
         app.agent(topic, name=f"cityops.{kind}")(_kind_agent(runtime, kind))
     _add_pages(app, runtime)
 
-    @app.on_stop.connect  # type: ignore[untyped-decorator]
+    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
+    async def _reload(app: faust.App, assigned: Any = None, **kwargs: Any) -> None:
+        # partitions may have moved from another worker: its alarms are in Redis
+        await runtime.reload()
+
+    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
     async def _close(app: faust.App, **kwargs: Any) -> None:
         await runtime.close()
 
@@ -65,7 +70,8 @@ def _add_pages(app: faust.App, runtime: Runtime) -> None:
 
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp wants the charset apart from the media type
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/healthz")  # type: ignore[untyped-decorator]
     async def healthz(web: Any, request: Any) -> Any:

@@ -141,6 +141,29 @@ def topology_check(file: Annotated[Path, typer.Argument(help="topology file")] =
     typer.echo(f"{file}: ok — {kinds}; {len(topo.spec.detectors)} detectors, {len(topo.spec.routes)} routes")
 
 
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="seconds to run; 0 runs until Ctrl-C", min=0)] = 0,
+    rate: Annotated[float, typer.Option(help="simulated readings per second", min=1)] = 300.0,
+    topology: TopologyOpt = Path("topology.yaml"),
+) -> None:
+    """Worker + simulated city on the running stack; alarms shown live."""
+    from streams import stack
+    from streams.demo import run_demo
+    from streams.settings import Settings
+    from streams.topology import load_topology
+
+    cfg = stack.StackConfig.from_env()
+    if not stack.status(cfg).all_running:
+        raise CityOpsError("the stack is not running; start it with `cityops stack up` (or use `make demo`)")
+    topo = load_topology(topology)
+    try:
+        asyncio.run(run_demo(topo, Settings.from_env(topology=topology), duration, rate, cfg.root / "demo"))
+    except KeyboardInterrupt:
+        pass
+
+
+
 def main() -> None:
     """Entry point: user mistakes print one clear message, never a traceback."""
     try:

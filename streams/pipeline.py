@@ -144,8 +144,10 @@ class KindPipeline:
         return datetime.fromtimestamp(ms / 1000, self._tz).isoformat(timespec="milliseconds")
 
     def restore(self, active: Sequence[Alert]) -> int:
-        """Re-arm levels from the live alarms (Redis) after a restart."""
+        """Set every alarm level from the live alarms (Redis) after a restart."""
         rules = {r.evaluator.spec.rule: r.evaluator for r in self.routes}
+        for evaluator in rules.values():
+            evaluator.level[:] = 0
         restored = 0
         sensors_needed = [a.sensor_id for a in active if a.kind == self.kind and a.rule in rules]
         idx, _ = self.index.lookup(sensors_needed)

@@ -44,12 +44,20 @@ class Runtime:
             if self._started.is_set():
                 return
             await self.writer.start()
-            active = await self.board.active()
-            for kind, pipeline in self.pipelines.items():
-                restored = pipeline.restore(active)
-                self.metrics.active_alarms.labels(kind).set(restored)
-                log.info("restored %d live %s alarms from Redis", restored, kind)
+            await self._restore()
             self._started.set()
+
+    async def reload(self) -> None:
+        """Re-read the live alarms (after a rebalance another worker may have moved them on)."""
+        async with self._lock:
+            await self._restore()
+
+    async def _restore(self) -> None:
+        active = await self.board.active()
+        for kind, pipeline in self.pipelines.items():
+            restored = pipeline.restore(active)
+            self.metrics.active_alarms.labels(kind).set(restored)
+            log.info("restored %d live %s alarms from Redis", restored, kind)
 
     async def handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
         await self.start()

@@ -1,0 +1,161 @@
+"""`cityops demo`: worker + simulated city against the running stack, alarms live.
+
+The worker and the simulator run as child processes (as in production); this
+process follows the alerts topic, draws each alarm as a coloured table row and,
+at the end or on Ctrl-C, stops the children and prints a summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sinks.base import Alert
+from streams.errors import CityOpsError
+from streams.settings import Settings
+from streams.tail import _COLUMNS, render
+from streams.topology import Topology
+
+
+@dataclass
+class DemoTally:
+    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, severity) of firing/updated
+    events: int = 0
+    rules_fired: set[str] = field(default_factory=set)
+
+
+def _cityops() -> str:
+    return str(Path(sys.executable).with_name("cityops"))
+
+
+def _start(args: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    return subprocess.Popen([_cityops(), *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _wait_healthy(port: int, worker: subprocess.Popen[bytes], log_path: Path, deadline_s: float = 60.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if worker.poll() is not None:
+            raise CityOpsError(f"the worker exited with {worker.returncode}; see {log_path}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        time.sleep(0.2)
+    raise CityOpsError(f"the worker did not become healthy within {deadline_s:.0f} s; see {log_path}")
+
+
+def readings_processed(port: int) -> int:
+    """Sum of cityops_readings_total from the worker's /metrics."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return -1
+    return int(sum(float(m) for m in re.findall(r"^cityops_readings_total\{[^}]*\} (\S+)$", text, re.M)))
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 20.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+async def _follow(consumer: AIOKafkaConsumer, console: Console, tally: DemoTally, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        batch = await consumer.getmany(timeout_ms=250, max_records=200)
+        for records in batch.values():
+            for record in records:
+                if record.value is None:
+                    continue
+                alert = Alert.from_json(record.value)
+                tally.events += 1
+                if alert.status != "resolved":
+                    tally.alerts[(alert.kind, alert.severity)] += 1
+                    tally.rules_fired.add(alert.rule)
+                console.print(render(alert))
+
+
+async def run_demo(topology: Topology, settings: Settings, duration_s: float, rate: float, workdir: Path) -> DemoTally:
+    console = Console(highlight=False)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    consumer = AIOKafkaConsumer(topology.spec.topics.alerts, bootstrap_servers=settings.bootstrap,
+                                group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
+    await consumer.start()
+    await consumer.seek_to_end()
+    worker = sim = None
+    tally, stop = DemoTally(), asyncio.Event()
+    follower = asyncio.create_task(_follow(consumer, console, tally, stop))
+    try:
+        worker = _start(["worker", "--topology", str(topology.path), "--loglevel", "warn"], workdir / "worker.log", env)
+        console.print(f"[dim]worker started (pid {worker.pid}), log {workdir / 'worker.log'}; waiting for it...[/dim]")
+        await asyncio.to_thread(_wait_healthy, settings.web_port, worker, workdir / "worker.log")
+        sim_args = ["simulate", "--rate", str(rate), "--duration", str(duration_s if duration_s > 0 else 10**9),
+                    "--truth", str(workdir / "truth.jsonl"), "--topology", str(topology.path)]
+        sim = _start(sim_args, workdir / "simulate.log", env)
+        console.print(f"[bold]Simulated Dongguan is live[/bold] ({rate:g} readings/s). Metrics: "
+                      f"http://127.0.0.1:{settings.web_port}/metrics  ·  Ctrl-C stops everything.\n")
+        console.print(Text(_COLUMNS, style="bold underline"))
+        await asyncio.to_thread(sim.wait)
+        await _drain(settings.web_port, stop_after_s=10.0)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print("\n[bold]stopping...[/bold]")
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(follower, 5)
+        _stop(sim)
+        processed = readings_processed(settings.web_port)
+        _stop(worker)
+        await consumer.stop()
+        _summary(console, tally, processed)
+    return tally
+
+
+async def _drain(port: int, stop_after_s: float) -> None:
+    """Give the worker time to finish what the simulator sent: until the count of
+    processed readings stops moving, or the deadline."""
+    end, last = time.monotonic() + stop_after_s, -1
+    while time.monotonic() < end:
+        now = readings_processed(port)
+        if now == last:
+            return
+        last = now
+        await asyncio.sleep(1.0)
+
+
+def _summary(console: Console, tally: DemoTally, processed: int) -> None:
+    table = Table(title="cityops demo summary", show_lines=False)
+    severities = ("critical", "major", "minor", "warning")
+    table.add_column("domain")
+    for sev in severities:
+        table.add_column(sev, justify="right")
+    for kind in sorted({k for k, _ in tally.alerts} | {"air", "hazmat", "traffic", "energy"}):
+        table.add_row(kind, *[str(tally.alerts[(kind, s)]) for s in severities])
+    console.print()
+    console.print(f"readings processed by the worker: {processed if processed >= 0 else 'unknown'}")
+    console.print(f"alarm events on the alerts topic: {tally.events}")
+    console.print(table)

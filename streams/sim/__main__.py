@@ -1,0 +1,5 @@
+"""``python -m streams.sim``: see streams.sim.runner.main."""
+
+from streams.sim.runner import main
+
+main()
