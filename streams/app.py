@@ -37,13 +37,13 @@ def create_app(settings: Settings, topology: Topology | None = None) -> faust.Ap
         app.agent(topic, name=f"cityops.{kind}")(_kind_agent(runtime, kind))
     _add_pages(app, runtime)
 
-    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
-    async def _reload(app: faust.App, assigned: Any = None, **kwargs: Any) -> None:
+    @app.on_partitions_assigned.connect
+    async def _reload(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # partitions may have moved from another worker: its alarms are in Redis
         await runtime.reload()
 
-    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
-    async def _close(app: faust.App, **kwargs: Any) -> None:
+    @app.on_before_shutdown.connect
+    async def _close(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.close()
 
     return app
@@ -68,12 +68,12 @@ def _kind_agent(runtime: Runtime, kind: str) -> Callable[[Any], Any]:
 def _add_pages(app: faust.App, runtime: Runtime) -> None:
     registry = runtime.metrics.registry
 
-    @app.page("/metrics")  # type: ignore[untyped-decorator]
+    @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         # aiohttp wants the charset apart from the media type
         return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-    @app.page("/healthz")  # type: ignore[untyped-decorator]
+    @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         ok = await runtime.board.ping()
         return web.json({"redis": ok, "kinds": sorted(runtime.pipelines)}, status=200 if ok else 503)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
@@ -69,9 +69,8 @@ class KindDecoder:
             f"{kind.capitalize()}Reading",
             [("sensor_id", SensorId), ("ts", EventTime), ("values", values), ("flag", Flag, "N")],
         )
-        self._reading_type: Any = reading
         self._batch_decoder = msgspec.json.Decoder(list[reading | list[reading]])  # type: ignore[valid-type]
-        self._one_decoder = msgspec.json.Decoder(reading | list[msgspec.Raw])  # type: ignore[valid-type]
+        self._one_decoder = msgspec.json.Decoder(reading | list[msgspec.Raw])
         self._raw_decoder = msgspec.json.Decoder(reading)
         self._value_getters = [attrgetter(q) for q in self.quantities]
 
@@ -169,7 +168,7 @@ class KindDecoder:
         detail = [""] * n
         present = ~np.isnan(values)
         outside = present & ((values < self._lo) | (values > self._hi))
-        checks = [
+        checks: list[tuple[np.ndarray, Reason, Callable[[int], str]]] = [
             (~present.any(axis=1), Reason.EMPTY, lambda i: "`values` has no quantity"),
             (outside.any(axis=1), Reason.OUT_OF_RANGE, lambda i: self._range_detail(values[i], outside[i])),
             (event_ms > now_ms + int(self._limits.max_future_skew_s * 1000), Reason.TS_FUTURE,
@@ -179,7 +178,7 @@ class KindDecoder:
         ]
         for mask, code, describe in checks:
             for i in np.flatnonzero(mask & (reason == "")):
-                reason[i], detail[i] = code.value, describe(i)
+                reason[i], detail[i] = code.value, describe(int(i))
         self._reject_foreign(sensor_ids, reason, detail)
         return reason, detail
 

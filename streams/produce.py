@@ -24,9 +24,8 @@ def message_key(line: bytes) -> bytes | None:
         item = _KEY.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if isinstance(item, list):
-        return item[0].sensor_id.encode() if item else None
-    return item.sensor_id.encode()
+    first: _Keyed | None = (item[0] if item else None) if isinstance(item, list) else item
+    return first.sensor_id.encode() if first is not None else None
 
 
 def read_lines(path: Path) -> Iterator[bytes]:
