@@ -189,12 +189,13 @@ def hazmat_rows(rng: np.random.Generator, ids: Counter) -> Iterator[Row]:
         depts = HAZMAT_DEPARTMENTS_WITH_ENV if with_env else ""
         toxic = with_env  # sites that notify the environment bureau also watch a toxic gas
         for g in range(int(rng.integers(3, 7))):
-            limits = limits_text([("gas_ppm.high", 10.0), ("gas_ppm.highhigh", 20.0)]) if toxic and g % 2 == 0 else ""
-            yield Row(ids.take("GS"), "hazmat", site, name, district, *near(rng, site_lat, site_lon, 0.0006),
-                      depts, limits)
+            toxic_head = toxic and g % 2 == 0
+            limits = limits_text([("gas_ppm.high", 10.0), ("gas_ppm.highhigh", 20.0)]) if toxic_head else ""
+            lat_lon = near(rng, site_lat, site_lon, 0.0006)
+            yield Row(ids.take("GS"), "hazmat", site, name, district, *lat_lon, depts, limits)
         for _ in range(int(rng.integers(2, 5))):
-            yield Row(ids.take("TK"), "hazmat", site, name, district, *near(rng, site_lat, site_lon, 0.0004),
-                      depts, tank_limits(rng))
+            lat_lon = near(rng, site_lat, site_lon, 0.0004)
+            yield Row(ids.take("TK"), "hazmat", site, name, district, *lat_lon, depts, tank_limits(rng))
 
 
 def nearest_district(lat: float, lon: float) -> str:

@@ -7,6 +7,10 @@ across that level's set point, so the new level is
 That recursion runs per sensor in arrival order; it is vectorized across
 sensors by stepping through the k-th reading of every sensor at once, so the
 result is identical however the stream is cut into batches.
+
+Event time: a reading no newer than the last one a route used for that sensor
+(late or duplicate) does not move the alarm; it is counted instead. A gateway
+that uploads a backlog must not clear an alarm raised by fresher readings.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from streams.catalog import SensorInfo
 from streams.topology_spec import RouteSpec, Severity
 
 Int8Array = npt.NDArray[np.int8]
+NEVER_MS = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,7 @@ class Transitions:
     current: Int8Array
     score: npt.NDArray[np.float64]
     threshold: npt.NDArray[np.float64]  # set point of the level reached (or left, when cleared)
+    n_late: int = 0  # rows ignored because their event time was not newer than the sensor's last
 
 
 class RouteEvaluator:
@@ -46,6 +52,7 @@ class RouteEvaluator:
         self._sign = 1.0 if spec.direction == "above" else -1.0
         self._setpoints = np.zeros((len(spec.levels), 0))  # signed, +inf = level not configured
         self.level = np.zeros(0, np.int8)
+        self.last_event_ms = np.zeros(0, np.int64)  # per sensor, newest event time used
         self.resize(sensors)
 
     def resize(self, sensors: Sequence[SensorInfo | None]) -> None:
@@ -55,6 +62,7 @@ class RouteEvaluator:
         if new:
             self._setpoints = np.concatenate([self._setpoints, np.array(new).T], axis=1)
             self.level = np.concatenate([self.level, np.zeros(len(new), np.int8)])
+            self.last_event_ms = np.concatenate([self.last_event_ms, np.full(len(new), NEVER_MS, np.int64)])
 
     def _setpoints_of(self, sensor: SensorInfo | None) -> list[float]:
         points = []
@@ -74,7 +82,8 @@ class RouteEvaluator:
         points = self._setpoints[:, sensor]  # (levels, rows)
         crossed = (signed >= points).sum(axis=0).astype(np.int8)
         held = (signed + self.spec.deadband >= points).sum(axis=0).astype(np.int8)
-        previous, current = _scan_levels(self.level, sensor, crossed, held)
+        event_ms = batch.event_time_ms[rows]
+        previous, current, late = _scan_levels(self.level, self.last_event_ms, sensor, event_ms, crossed, held)
         changed = np.flatnonzero(previous != current)
         reached = np.maximum(current[changed], previous[changed])  # the level entered, or the one left
         threshold = self._sign * points[reached - 1, changed] if changed.size else np.zeros(0)
@@ -84,13 +93,20 @@ class RouteEvaluator:
             current=current[changed],
             score=scores.score[changed],
             threshold=threshold,
+            n_late=int(np.count_nonzero(late)),
         )
 
 
 def _scan_levels(
-    state: Int8Array, sensor: npt.NDArray[np.int32], crossed: Int8Array, held: Int8Array
-) -> tuple[Int8Array, Int8Array]:
-    """Apply L = clamp(L_prev, crossed, held) row by row per sensor; updates `state`.
+    state: Int8Array,
+    last_ms: IntArray,
+    sensor: npt.NDArray[np.int32],
+    event_ms: IntArray,
+    crossed: Int8Array,
+    held: Int8Array,
+) -> tuple[Int8Array, Int8Array, npt.NDArray[np.bool_]]:
+    """Apply L = clamp(L_prev, crossed, held) row by row per sensor, skipping rows
+    not newer than the sensor's last event time; updates `state` and `last_ms`.
 
     Rows need not be grouped by sensor: the k-th row of every sensor is found
     with stable sorts, then all sensors take step k together.
@@ -98,8 +114,9 @@ def _scan_levels(
     n = sensor.shape[0]
     previous = np.zeros(n, np.int8)
     current = np.zeros(n, np.int8)
+    late = np.zeros(n, np.bool_)
     if n == 0:
-        return previous, current
+        return previous, current, late
     order = np.argsort(sensor, kind="stable")
     sorted_sensor = sensor[order]
     starts = np.flatnonzero(np.r_[True, sorted_sensor[1:] != sorted_sensor[:-1]])
@@ -109,8 +126,10 @@ def _scan_levels(
     for k in range(bounds.shape[0] - 1):
         rows = by_position[bounds[k] : bounds[k + 1]]  # the k-th row of each sensor
         s = sensor[rows]
-        prev = state[s]
-        new = np.minimum(np.maximum(prev, crossed[rows]), held[rows])
-        previous[rows], current[rows] = prev, new
+        prev, t = state[s], event_ms[rows]
+        stale = t <= last_ms[s]
+        new = np.where(stale, prev, np.minimum(np.maximum(prev, crossed[rows]), held[rows]))
+        previous[rows], current[rows], late[rows] = prev, new, stale
         state[s] = new
-    return previous, current
+        last_ms[s] = np.where(stale, last_ms[s], t)
+    return previous, current, late

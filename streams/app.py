@@ -29,6 +29,9 @@ def create_app(settings: Settings, topology: Topology | None = None) -> faust.Ap
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
+        # a crashed worker's partitions move to a live one after this long (Faust's default is 60 s)
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
     )
     runtime = Runtime(settings, topology, Metrics.create(CollectorRegistry()))
     app.cityops_runtime = runtime  # type: ignore[attr-defined]

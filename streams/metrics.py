@@ -19,6 +19,7 @@ class Metrics:
     readings: Counter
     unknown_sensor_readings: Counter
     deadletters: Counter
+    late_readings: Counter
     alerts: Counter
     batch_size: Histogram
     stage_seconds: Histogram
@@ -38,6 +39,9 @@ class Metrics:
                 "cityops_unknown_sensor_readings", "Readings from sensors not in the catalog (processed with kind defaults)", ("kind",)
             ),
             deadletters=counter("cityops_deadletters", "Inputs sent to the dead-letter topic", ("kind", "reason")),
+            late_readings=counter(
+                "cityops_late_readings", "Readings not newer than the sensor's last one: they do not move alarms", ("kind", "rule")
+            ),
             alerts=counter("cityops_alerts", "Alarm events emitted", ("kind", "rule", "severity", "status")),
             batch_size=Histogram(
                 "cityops_batch_messages", "Messages per micro-batch", ("kind",), registry=registry,

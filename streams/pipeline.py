@@ -30,6 +30,7 @@ class BatchResult:
     n_messages: int
     n_readings: int
     n_unknown_sensors: int
+    late_by_rule: dict[str, int] = field(default_factory=dict)  # readings too old to move an alarm
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -68,7 +69,8 @@ class KindPipeline:
         decoded = self.decoder.decode(messages, self.index, now_ms)
         self._grow()
         t1 = time.perf_counter()
-        alerts = self._detect(decoded.batch, now_ms)
+        late: dict[str, int] = {}
+        alerts = self._detect(decoded.batch, now_ms, late)
         t2 = time.perf_counter()
         return BatchResult(
             alerts=alerts,
@@ -76,6 +78,7 @@ class KindPipeline:
             n_messages=len(messages),
             n_readings=decoded.n_readings,
             n_unknown_sensors=decoded.n_unknown_sensors,
+            late_by_rule=late,
             stage_seconds={"decode": t1 - t0, "detect": t2 - t1},
         )
 
@@ -85,7 +88,7 @@ class KindPipeline:
             for route in self.routes:
                 route.evaluator.resize(self._sensors)
 
-    def _detect(self, batch: ReadingBatch, now_ms: int) -> list[Alert]:
+    def _detect(self, batch: ReadingBatch, now_ms: int, late: dict[str, int]) -> list[Alert]:
         if len(batch) == 0:
             return []
         scores = {name: det.score(batch) for name, det in self.detectors.items()}
@@ -93,6 +96,8 @@ class KindPipeline:
         for route in self.routes:
             found = scores[route.detector]
             changes = route.evaluator.evaluate(batch, found)
+            if changes.n_late:
+                late[route.evaluator.spec.rule] = changes.n_late
             alerts.extend(self._alerts(route.evaluator, batch, changes, found.measure, now_ms))
         alerts.sort(key=lambda a: (a.event_time_ms, a.alarm_key))
         return alerts
@@ -157,6 +162,8 @@ class KindPipeline:
             ranks = [lvl.severity.value for lvl in ev.spec.levels]
             if a.severity in ranks:
                 ev.level[sensor_idx] = ranks.index(a.severity) + 1
+                # readings up to the alarm's own are already reflected in it
+                ev.last_event_ms[sensor_idx] = max(ev.last_event_ms[sensor_idx], a.event_time_ms)
                 restored += 1
         return restored
 

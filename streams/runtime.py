@@ -37,6 +37,9 @@ class Runtime:
         self.sinks: list[AlertSink] = [KafkaAlertSink(self.writer, topology.spec.topics.alerts), self.board]
         self._started = asyncio.Event()
         self._lock = asyncio.Lock()
+        # a kind's batch and a reload of its alarm levels must not interleave:
+        # a reload in the middle of a batch would re-arm levels the batch is changing
+        self._kind_locks = {kind: asyncio.Lock() for kind in self.pipelines}
 
     async def start(self) -> None:
         """Connect sinks and re-arm alarm levels from Redis (once, lazily: every agent awaits it)."""
@@ -53,14 +56,20 @@ class Runtime:
             await self._restore()
 
     async def _restore(self) -> None:
-        active = await self.board.active()
         for kind, pipeline in self.pipelines.items():
-            restored = pipeline.restore(active)
+            async with self._kind_locks[kind]:
+                restored = pipeline.restore(await self.board.active())
             self.metrics.active_alarms.labels(kind).set(restored)
             log.info("restored %d live %s alarms from Redis", restored, kind)
 
     async def handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
         await self.start()
+        async with self._kind_locks[kind]:
+            result = await self._handle(kind, messages)
+        self._observe(kind, result)
+        return result
+
+    async def _handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
         result = self.pipelines[kind].process(messages, wall_clock_ms())
         t0 = time.perf_counter()
         await self.writer.send_all(
@@ -70,7 +79,6 @@ class Runtime:
         for sink in self.sinks:  # Kafka first, then the Redis state
             await sink.write_batch(result.alerts)
         result.stage_seconds["sink"] = time.perf_counter() - t0
-        self._observe(kind, result)
         return result
 
     def _observe(self, kind: str, result: BatchResult) -> None:
@@ -81,6 +89,8 @@ class Runtime:
         m.batch_size.labels(kind).observe(result.n_messages)
         for dead in result.dead:
             m.deadletters.labels(kind, dead.reason).inc()
+        for rule, count in result.late_by_rule.items():
+            m.late_readings.labels(kind, rule).inc(count)
         for alert in result.alerts:
             m.alerts.labels(kind, alert.rule, alert.severity, alert.status).inc()
             m.active_alarms.labels(kind).inc(-1 if alert.status == "resolved" else (1 if alert.status == "firing" else 0))

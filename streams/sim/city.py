@@ -133,7 +133,7 @@ class HazmatModel:
         temp = temp + bounded_noise(rng, n, 0.2)
         lel = np.clip(self.lel_zero[local] + bounded_noise(rng, n, 0.3), 0.0, 3.0)
         ppm = np.clip(self.ppm_zero[local] + bounded_noise(rng, n, 0.2), 0.0, None)
-        pressure = self.pressure_op[local] * (1.0 + 0.01 * (temp - 27.0)) + bounded_noise(rng, n, 0.004 * self.pressure_op[local])
+        pressure = self.pressure_op[local] * (1.0 + 0.01 * (temp - 27.0) + bounded_noise(rng, n, 0.004))
         return {
             "gas_lel": np.where(gas, lel, np.nan),
             "gas_ppm": np.where(gas & self.has_ppm[local], ppm, np.nan),

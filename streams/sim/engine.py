@@ -12,9 +12,8 @@ proportions. While an incident covers a sensor it reports every
 ``report_period_s`` (or faster, if its period already is), and its first
 report falls on the incident's start.
 
-Faults. Outside incidents a reading starts an equipment fault with probability
-``per_sensor_per_hour * period / 3600``; it then carries a random non-N flag
-for ``min_readings..max_readings`` readings, and is recorded in the truth.
+Faults: see ``streams.sim.faults``. Messages and gateway batching: see
+``streams.sim.messages``.
 """
 
 from __future__ import annotations
@@ -32,16 +31,17 @@ import numpy.typing as npt
 from detectors.base import FloatArray, IntArray
 from streams.errors import ConfigError
 from streams.sim.city import City, FlagArray, build_city
+from streams.sim.faults import RandomFaults
 from streams.sim.incidents import Plan, apply, resolve
 from streams.sim.messages import Assembler, SimMessage, TickReadings, parse_offset
 from streams.sim.scenario import Scenario, load_scenario
-from streams.sim.truth import RuleBook, TruthRecord, incident_truth, severity_reached
+from streams.sim.truth import RuleBook, TruthRecord, incident_truth
 from streams.topology import Topology
 
 # Decimals kept per quantity (sensor resolution); others keep DEFAULT_DECIMALS.
 DECIMALS = {"co": 2, "gas_ppm": 2, "level_pct": 2, "temperature_c": 2, "flow_vph": 0, "energy_kwh": 2, "power_kw": 2}
 DEFAULT_DECIMALS = 1
-MEAN_LOGGER_READINGS = 3.0  # loggers upload 2..4 readings at a time...
+# Loggers upload 2..4 readings at a time...
 LOGGER_MAX_HOLD_S = 5.0  # ...or once their oldest reading is this old (simulated seconds)
 
 BoolArray = npt.NDArray[np.bool_]
@@ -102,7 +102,7 @@ class Simulation:
         opts.validate()
         self.opts = opts
         self.scenario: Scenario = load_scenario(opts.scenario)
-        rng_city, rng_plan, rng_phase, self._rng_values, self._rng_faults = (
+        rng_city, rng_plan, rng_phase, self._rng_values, rng_faults = (
             np.random.default_rng(s) for s in np.random.SeedSequence(opts.seed).spawn(5)
         )
         self.city: City = build_city(topology.catalog.sensors, list(topology.spec.kinds), rng_city)
@@ -112,21 +112,17 @@ class Simulation:
         self._out = [_kind_out(topology, m.kind) for m in self.city.models]
         self.period_s = self._periods(topology)
         self.plans: list[Plan] = resolve(self.scenario.incidents, self.city, rng_plan)
-        self.truth: list[TruthRecord] = [
-            r for p in self.plans if (r := incident_truth(p, self.city, self._book, self.start_ms, opts.span_s))
-        ]
+        incidents = (incident_truth(p, self.city, self._book, self.start_ms, opts.span_s) for p in self.plans)
+        # scripted incidents, by start (random faults: self._faults.records)
+        self.truth: list[TruthRecord] = sorted((r for r in incidents if r), key=lambda r: (r.start_ms, r.id))
+        self.now_ms = self.start_ms  # event time the run has reached
+        self._drained = (0, 0)  # incidents, faults already handed out by drain_truth
         self._next_due = rng_phase.uniform(0.0, self.period_s)
         for plan in self.plans:  # the first report of an incident falls on its start
             self._next_due[plan.rows] = np.minimum(self._next_due[plan.rows], plan.start_s)
         self._assembler = self._make_assembler(rng_phase)
         self._topic_of = [self._out[m].topic for m in self.city.model_of.tolist()]
-        n = len(self.city.sensors)
-        self._fault_left = np.zeros(n, np.int64)
-        self._fault_flag = np.full(n, "N", "<U1")
-        self._fault_start_ms = np.zeros(n, np.int64)
-        self._fault_last_ms = np.zeros(n, np.int64)
-        self._fault_id = np.zeros(n, np.int64)
-        self._n_faults = 0
+        self._faults = RandomFaults(self.scenario.faults, self.city, self._book, self.period_s, rng_faults)
 
     def _periods(self, topology: Topology) -> FloatArray:
         kinds = topology.spec.kinds
@@ -139,13 +135,11 @@ class Simulation:
 
     def _make_assembler(self, rng: np.random.Generator) -> Assembler:
         n = len(self.city.sensors)
-        f = self.opts.batch_fraction
-        # Share of sensors behind a logger so that ~f of the messages are arrays.
-        logger_share = f * MEAN_LOGGER_READINGS / (1.0 - f + f * MEAN_LOGGER_READINGS)
-        size = np.where(rng.random(n) < logger_share, rng.integers(2, 5, n), 1)
+        size = rng.integers(2, 5, n)  # readings per upload when a logger's buffer fills
+        is_logger = _pick_loggers(self.period_s, size, self.opts.batch_fraction, rng.permutation(n))
         epoch_ts = (rng.random(n) < 0.5).tolist()  # half the sensors send epoch ms, half RFC 3339
         ids = [s.sensor_id for s in self.city.sensors]
-        return Assembler(ids, epoch_ts, size, self.tz_offset_s)
+        return Assembler(ids, epoch_ts, np.where(is_logger, size, 1), self.tz_offset_s)
 
     # -- the tick loop -------------------------------------------------------
 
@@ -159,11 +153,12 @@ class Simulation:
             t_end = span if last else (k + 1) * tick
             keyed = self._run_until(t_end, encode)
             if last:
-                self._close_open_faults()
+                self._faults.close_all()
             if encode:
                 held_since = t_end if last else t_end - LOGGER_MAX_HOLD_S
                 keyed += self._assembler.flush_held_since(self.start_ms + round(held_since * 1000), self._topic_of)
             keyed.sort(key=lambda item: item[0])  # stable: per-sensor order is kept
+            self.now_ms = self.start_ms + round(t_end * 1000)
             yield [message for _, message in keyed]
 
     def _run_until(self, t_end: float, encode: bool) -> list[tuple[int, SimMessage]]:
@@ -213,7 +208,7 @@ class Simulation:
         for plan in self.plans:
             if plan.kind == model.kind:
                 covered[apply(plan, sensor, t, values, flags, self._rng_values)] = True
-        self._faults(sensor, event_ms, covered, flags)
+        self._faults.apply(sensor, event_ms, covered, flags)
         model.commit(local, t, values)
         matrix = np.full((sensor.size, len(out.quantities)), np.nan)
         for j, q in enumerate(out.quantities):
@@ -221,62 +216,34 @@ class Simulation:
                 matrix[:, j] = np.round(np.clip(values[q], out.lo[j], out.hi[j]), out.decimals[j])
         return TickReadings(out.topic, sensor, event_ms, matrix, out.quantities, flags), covered
 
-    # -- random equipment faults ----------------------------------------------
-
-    def _faults(self, sensor: IntArray, event_ms: IntArray, covered: BoolArray, flags: FlagArray) -> None:
-        ongoing = self._fault_left[sensor] > 0
-        for s in sensor[ongoing & covered].tolist():  # an incident takes over: the fault ends
-            self._fault_left[s] = 0
-            self._close_fault(s)
-        ongoing &= ~covered
-        if ongoing.any():
-            g = sensor[ongoing]
-            flags[ongoing] = self._fault_flag[g]
-            self._fault_left[g] -= 1
-            self._fault_last_ms[g] = event_ms[ongoing]
-            for s in g[self._fault_left[g] == 0].tolist():
-                self._close_fault(s)
-        cfg = self.scenario.faults
-        if cfg.per_sensor_per_hour <= 0:
-            return
-        p = cfg.per_sensor_per_hour * self.period_s[sensor] / 3600.0
-        start = ~ongoing & ~covered & (self._rng_faults.random(sensor.size) < p)
-        if start.any():
-            self._start_faults(sensor[start], event_ms[start], flags, np.flatnonzero(start))
-
-    def _start_faults(self, g: IntArray, event_ms: IntArray, flags: FlagArray, at: IntArray) -> None:
-        cfg = self.scenario.faults
-        chosen = np.array(cfg.flags, "<U1")[self._rng_faults.integers(len(cfg.flags), size=g.size)]
-        flags[at] = chosen
-        self._fault_flag[g] = chosen
-        self._fault_left[g] = self._rng_faults.integers(cfg.min_readings, cfg.max_readings + 1, size=g.size) - 1
-        self._fault_start_ms[g] = event_ms
-        self._fault_last_ms[g] = event_ms
-        self._fault_id[g] = self._n_faults + 1 + np.arange(g.size)
-        self._n_faults += g.size
-        for s in g[self._fault_left[g] == 0].tolist():
-            self._close_fault(s)
-
-    def _close_fault(self, g: int) -> None:
-        sensor = self.city.sensors[g]
-        flag = str(self._fault_flag[g])
-        route = self._book.flag_route(sensor.kind)
-        score = self._book.flag_score(sensor.kind, flag)
-        self.truth.append(TruthRecord(
-            id=f"fault-{int(self._fault_id[g]):04d}", type="sensor_fault",
-            rule=route.rule if route else None, min_severity=severity_reached(route, score, sensor.limits),
-            site_id=sensor.site_id, district=sensor.district, sensor_ids=(sensor.sensor_id,),
-            start_ms=int(self._fault_start_ms[g]), end_ms=int(self._fault_last_ms[g]), detail={"flag": flag},
-        ))
-
-    def _close_open_faults(self) -> None:
-        for g in np.flatnonzero(self._fault_left > 0).tolist():
-            self._fault_left[g] = 0
-            self._close_fault(g)
+    def drain_truth(self) -> list[dict[str, Any]]:
+        """Records that became known since the last call: incidents once started,
+        faults once over. Lets a runner write the truth as it goes."""
+        n_inc, n_faults = self._drained
+        started = [r for r in self.truth[n_inc:] if r.start_ms <= self.now_ms]
+        ended = self._faults.records[n_faults:]
+        self._drained = (n_inc + len(started), n_faults + len(ended))
+        return [r.to_json(self.tz_offset_s) for r in [*started, *ended]]
 
     def truth_json(self) -> list[dict[str, Any]]:
-        records = sorted(self.truth, key=lambda r: (r.start_ms, r.id))
+        records = sorted([*self.truth, *self._faults.records], key=lambda r: (r.start_ms, r.id))
         return [r.to_json(self.tz_offset_s) for r in records]
+
+
+def _pick_loggers(period_s: FloatArray, size: IntArray, fraction: float, order: IntArray) -> BoolArray:
+    """Sensors (taken in ``order``) behind loggers, so that ~``fraction`` of all
+    messages are arrays. A logger sends one message per ``u`` readings: its buffer
+    size, or fewer when the hold timer fires first."""
+    is_logger = np.zeros(period_s.size, bool)
+    if fraction <= 0 or period_s.size == 0:
+        return is_logger
+    rate = 1.0 / period_s[order]
+    per_upload = np.minimum(size[order], 1.0 + np.floor(LOGGER_MAX_HOLD_S / period_s[order]))
+    arrays = np.cumsum(rate / per_upload)  # array messages/s with the first j sensors as loggers
+    singles = rate.sum() - np.cumsum(rate)
+    count = int(np.searchsorted(arrays / (arrays + singles), fraction)) + 1
+    is_logger[order[:count]] = True
+    return is_logger
 
 
 def _kind_out(topology: Topology, kind: str) -> _KindOut:

@@ -95,6 +95,9 @@ def _resolve_one(where: str, plan_id: str, spec: Incident, city: City, rng: np.r
 
 def _candidates(where: str, spec: Incident, city: City, pool: Sequence[int]) -> list[int]:
     """The pool narrowed to the incident's target (pool order kept)."""
+    if not pool:
+        msg = f"{where}: the catalog has no sensor a {spec.type} can affect"
+        raise ConfigError(msg)
     sensors = city.sensors
     if spec.sensor_id is not None:
         picked = [g for g in pool if sensors[g].sensor_id == spec.sensor_id]
@@ -118,7 +121,10 @@ def _pick(rng: np.random.Generator, options: Sequence[int]) -> int:
     return int(options[int(rng.integers(len(options)))])
 
 
-def _gas_leak(where: str, spec: GasLeak, city: City, rng: np.random.Generator) -> tuple[IntArray, IntArray, FloatArray]:
+Resolved = tuple[IntArray, IntArray, FloatArray]  # rows, part, peak
+
+
+def _gas_leak(where: str, spec: GasLeak, city: City, rng: np.random.Generator) -> Resolved:
     model = _model(city, "hazmat", where, HazmatModel)
     detectors = [int(city.global_of[_m(city, "hazmat")][i]) for i in np.flatnonzero(~model.is_tank)]
     candidates = _candidates(where, spec, city, detectors)
@@ -136,11 +142,8 @@ def _gas_leak(where: str, spec: GasLeak, city: City, rng: np.random.Generator) -
     return np.array(rows, np.int64), np.array(part, np.int64), peak
 
 
-def _pollution(where: str, spec: PollutionEpisode, city: City, rng: np.random.Generator) -> tuple[IntArray, IntArray, FloatArray]:
+def _pollution(where: str, spec: PollutionEpisode, city: City, rng: np.random.Generator) -> Resolved:
     stations = [int(g) for g in city.global_of[_m(city, "air")]]
-    if not stations:
-        msg = f"{where}: the catalog has no air stations for a pollution_episode"
-        raise ConfigError(msg)
     picked = _candidates(where, spec, city, stations)
     if spec.district is None and spec.site_id is None and spec.sensor_id is None:
         district = city.sensors[_pick(rng, picked)].district
@@ -149,7 +152,7 @@ def _pollution(where: str, spec: PollutionEpisode, city: City, rng: np.random.Ge
     return np.array(picked, np.int64), np.full(len(picked), TARGET, np.int64), peak
 
 
-def _traffic(where: str, spec: TrafficIncident, city: City, rng: np.random.Generator) -> tuple[IntArray, IntArray, FloatArray]:
+def _traffic(where: str, spec: TrafficIncident, city: City, rng: np.random.Generator) -> Resolved:
     m = _m(city, "traffic")
     model = _model(city, "traffic", where, TrafficModel)
     glob = city.global_of[m]
@@ -178,11 +181,8 @@ def _traffic(where: str, spec: TrafficIncident, city: City, rng: np.random.Gener
     return np.array(rows, np.int64), np.array(part, np.int64), np.array(peak, np.float64)
 
 
-def _meter(where: str, spec: MeterFault, city: City, rng: np.random.Generator) -> tuple[IntArray, IntArray, FloatArray]:
+def _meter(where: str, spec: MeterFault, city: City, rng: np.random.Generator) -> Resolved:
     meters = [int(g) for g in city.global_of[_m(city, "energy")]]
-    if not meters:
-        msg = f"{where}: the catalog has no energy meters for a meter_fault"
-        raise ConfigError(msg)
     picked = _candidates(where, spec, city, meters)
     target = picked[0] if (spec.sensor_id or spec.site_id) else _pick(rng, picked)
     return np.array([target], np.int64), np.array([TARGET], np.int64), np.zeros(1)
@@ -248,7 +248,9 @@ def _bend_gas(values: Values, hit: IntArray, e: FloatArray, part: IntArray, peak
     pressure[hit[tank]] *= 1.0 - peak[tank] * e[tank]
 
 
-def _bend_traffic(values: Values, hit: IntArray, e: FloatArray, part: IntArray, peak: FloatArray, occ: FloatArray) -> None:
+def _bend_traffic(
+    values: Values, hit: IntArray, e: FloatArray, part: IntArray, peak: FloatArray, occ: FloatArray
+) -> None:
     slow = part != DOWNSTREAM
     flow_cut = np.select([part == TARGET, part == UPSTREAM], [0.7, 0.3], 0.6)
     occ_target = np.minimum(np.select([part == TARGET, part == UPSTREAM], [occ, 0.8 * occ], 0.0), 100.0)

@@ -4,14 +4,17 @@
 same without the CLI. Kafka records are keyed by sensor_id. ``out`` ending in
 ``.jsonl`` gets every message value, one per line; any other ``out`` is a
 directory with one ``<topic>.jsonl`` per input topic (what ``cityops produce``
-replays as-is). ``truth_out`` gets the ground truth as JSON lines.
+replays as-is). ``truth_out`` gets the ground truth as JSON lines, each record
+written as soon as it is known (an incident when it starts, a fault when it ends).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +24,8 @@ from typing import IO, Any
 from streams.sim.engine import SimOptions, Simulation
 from streams.sim.messages import SimMessage
 from streams.topology import DEFAULT_TOPOLOGY, Topology, load_topology
+
+__all__ = ["SimOptions", "SimSummary", "main", "run", "simulate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +38,14 @@ class SimSummary:
     last_event_ms: int | None
     wall_s: float
 
+    def __str__(self) -> str:
+        return self.describe()
+
     def describe(self) -> str:
         total = sum(self.readings.values())
-        per_topic = ", ".join(f"{t}: {self.readings[t]} readings in {self.messages[t]} messages" for t in sorted(self.messages))
+        per_topic = ", ".join(
+            f"{t}: {self.readings[t]} readings in {self.messages[t]} messages" for t in sorted(self.messages)
+        )
         rate = total / self.wall_s if self.wall_s > 0 else 0.0
         return (f"{total} readings ({rate:.0f}/s over {self.wall_s:.1f} s wall); {per_topic}; "
                 f"{self.incidents} incidents, {self.faults} sensor faults")
@@ -91,44 +101,95 @@ async def run(
     truth_out: Path | None = None,
     pace: bool = True,
 ) -> SimSummary:
-    """Generate the run, paced at ``opts.tick_s`` per tick unless ``pace`` is False."""
+    """Generate the run, paced at ``opts.tick_s`` per tick unless ``pace`` is False.
+
+    SIGINT/SIGTERM end it cleanly: what was generated is sent and flushed, and the
+    truth file (written as incidents start and faults end) is complete so far.
+    """
     sim = Simulation(topology, opts)
     producer = await _start_producer(bootstrap) if bootstrap else None
     jsonl = _JsonlOut(out) if out else None
-    tally = _Tally()
+    truth = _TruthOut(truth_out) if truth_out else None
+    tally, stop = _Tally(), asyncio.Event()
     loop = asyncio.get_running_loop()
     started = loop.time()
+    handled = _on_stop_signals(loop, stop)
     try:
         for k, batch in enumerate(sim.ticks()):
             if pace:  # send a tick's readings once its (scaled) time has passed
-                await asyncio.sleep(max(0.0, started + (k + 1) * opts.tick_s - loop.time()))
+                await _sleep_unless(stop, started + (k + 1) * opts.tick_s - loop.time())
+            if stop.is_set():
+                break
             if producer is not None:
                 await _send(producer, batch)
             if jsonl is not None:
                 jsonl.write(batch)
+            if truth is not None:
+                truth.write(sim.drain_truth())
             tally.add(batch)
         if producer is not None:
             await producer.flush()
     finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         if producer is not None:
             await producer.stop()
         if jsonl is not None:
             jsonl.close()
-    truth = sim.truth_json()
-    if truth_out is not None:
-        _write_truth(truth_out, truth)
+        if truth is not None:
+            truth.close()
+    return _summary(sim, tally, loop.time() - started)
+
+
+def _summary(sim: Simulation, tally: _Tally, wall_s: float) -> SimSummary:
+    known = [r for r in sim.truth_json() if r["start_ms"] <= sim.now_ms]
     return SimSummary(
         messages=tally.messages, readings=tally.readings,
-        incidents=sum(1 for r in truth if r["type"] != "sensor_fault"),
-        faults=sum(1 for r in truth if r["type"] == "sensor_fault"),
-        first_event_ms=tally.first_ms, last_event_ms=tally.last_ms, wall_s=loop.time() - started,
+        incidents=sum(1 for r in known if r["type"] != "sensor_fault"),
+        faults=sum(1 for r in known if r["type"] == "sensor_fault"),
+        first_event_ms=tally.first_ms, last_event_ms=tally.last_ms, wall_s=wall_s,
     )
+
+
+def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> list[signal.Signals]:
+    """Turn SIGINT/SIGTERM into ``stop`` (only possible on the main thread)."""
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        handled.append(sig)
+    return handled
+
+
+async def _sleep_unless(stop: asyncio.Event, delay_s: float) -> None:
+    if delay_s > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay_s)
+
+
+class _TruthOut:
+    """Ground truth as JSON lines, flushed as records become known."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("w", encoding="utf-8")
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        if records:
+            self._fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 async def _start_producer(bootstrap: str) -> Any:
     from aiokafka import AIOKafkaProducer  # imported here: file-only runs need no Kafka client
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    # idempotence keeps a sensor's readings in order even when a batch is retried
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024, acks="all", enable_idempotence=True)
     await producer.start()
     return producer
 
@@ -138,13 +199,6 @@ async def _send(producer: Any, batch: Sequence[SimMessage]) -> None:
     pending = [await producer.send(m.topic, m.value, key=m.key) for m in batch]
     if pending:
         await asyncio.gather(*pending)
-
-
-def _write_truth(path: Path, truth: Sequence[Mapping[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for record in truth:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def simulate(

@@ -161,5 +161,8 @@ def _describe(err: Any) -> str:
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown field"
     if err["type"] == "union_tag_invalid":
-        return f"{where}: unknown incident type {err.get('input')!r}; valid: {sorted(tags)}"
+        tag = err.get("ctx", {}).get("tag")
+        return f"{where}.type: unknown incident type {tag!r}; valid: {sorted(tags)}"
+    if err["type"] == "union_tag_not_found":
+        return f"{where}.type: required field is missing; valid: {sorted(tags)}"
     return f"{where}: {err['msg']} (got {err.get('input')!r})"

@@ -144,7 +144,7 @@ def wait_for(condition: Callable[[], bool], deadline_s: float, what: str) -> Non
 
 
 async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, max_request_size=4 * 1024 * 1024)
     await producer.start()
     try:
         for key, value in messages:

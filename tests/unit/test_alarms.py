@@ -23,12 +23,13 @@ def _sensor(i: int, **limits: float) -> SensorInfo:
     return SensorInfo(f"S{i}", "hazmat", f"site{i}", "", "Humen", 22.8, 113.6, limits=limits)
 
 
-def _batch(sensor: list[int], value: list[float]) -> tuple[ReadingBatch, Scores]:
+def _batch(sensor: list[int], value: list[float], first_row: int = 0) -> tuple[ReadingBatch, Scores]:
+    """Rows `first_row`.. of a stream whose row i has event time i seconds."""
     n = len(value)
     batch = ReadingBatch(
         sensor_idx=np.array(sensor, np.int32),
         reading_idx=np.arange(n, dtype=np.int32),
-        event_time_ms=np.arange(n, dtype=np.int64) * 1000,
+        event_time_ms=(np.arange(n, dtype=np.int64) + first_row) * 1000,
         quantity_idx=np.zeros(n, np.int16),
         value=np.array(value, np.float64),
         flag=np.zeros(n, np.uint8),
@@ -76,7 +77,7 @@ def test_same_stream_any_batch_split_gives_same_transitions(seed: int) -> None:
         ev = RouteEvaluator(GAS, "hazmat", sensors)
         out = []
         for lo, hi in zip([0, *cuts], [*cuts, n]):
-            t = ev.evaluate(*_batch(sensor[lo:hi], value[lo:hi]))
+            t = ev.evaluate(*_batch(sensor[lo:hi], value[lo:hi], first_row=lo))
             out += [(lo + r, p, c) for r, p, c in zip(t.rows.tolist(), t.previous.tolist(), t.current.tolist())]
         return sorted(out)
 
@@ -91,5 +92,16 @@ def test_resize_adds_sensors_without_touching_state() -> None:
     ev.evaluate(*_batch([0], [30]))
     ev.resize([_sensor(0), None])
     assert ev.level.tolist() == [1, 0]
-    t = ev.evaluate(*_batch([1], [60]))  # unknown sensor: fixed set points still apply
+    t = ev.evaluate(*_batch([1], [60], first_row=1))  # unknown sensor: fixed set points still apply
     assert t.current.tolist() == [2]
+
+
+def test_late_and_duplicate_readings_do_not_move_the_alarm() -> None:
+    ev = RouteEvaluator(GAS, "hazmat", [_sensor(0)])
+    batch, scores = _batch([0, 0, 0, 0], [30, 60, 5, 5])
+    times = np.array([10_000, 20_000, 15_000, 20_000])  # a backlog reading (15 s) and a duplicate (20 s)
+    batch = ReadingBatch(batch.sensor_idx, batch.reading_idx, times, batch.quantity_idx, batch.value, batch.flag)
+    t = ev.evaluate(batch, scores)
+    assert list(zip(t.previous.tolist(), t.current.tolist())) == [(0, 1), (1, 2)]
+    assert t.n_late == 2
+    assert ev.level.tolist() == [2] and ev.last_event_ms.tolist() == [20_000]

@@ -22,13 +22,14 @@ def _gas_sensor(topology: Topology) -> str:
     return next(s.sensor_id for s in topology.catalog.by_kind("hazmat") if s.sensor_id.startswith("DG-GS"))
 
 
-def _messages(sensor: str, values: list[float], flag: str = "N") -> list[RawMessage]:
+def _messages(sensor: str, values: list[float], flag: str = "N", first: int = 0) -> list[RawMessage]:
+    """Readings `first`.. of a stream whose reading i is at NOW - 60 s + i s."""
     return [
         RawMessage(
             json.dumps({"sensor_id": sensor, "ts": NOW_MS - 60_000 + i * 1000, "values": {"gas_lel": v}, "flag": flag}).encode(),
             sensor.encode(), "city.hazmat.readings", 0, i,
         )
-        for i, v in enumerate(values)
+        for i, v in enumerate(values, start=first)
     ]
 
 
@@ -65,7 +66,7 @@ def test_non_normal_flag_raises_equipment_alarm_not_gas_alarm(topology: Topology
     sensor = _gas_sensor(topology)
     result = pipeline.process(_messages(sensor, [80.0, 80.0], flag="D"), NOW_MS)
     assert {(a.rule, a.status) for a in result.alerts} == {("equipment_hazmat", "firing")}
-    recovered = pipeline.process(_messages(sensor, [1.0]), NOW_MS)
+    recovered = pipeline.process(_messages(sensor, [1.0], first=2), NOW_MS)
     assert [(a.rule, a.status) for a in recovered.alerts] == [("equipment_hazmat", "resolved")]
 
 
@@ -75,9 +76,9 @@ def test_restart_restores_levels_so_nothing_repeats(topology: Topology) -> None:
     fired = first.process(_messages(sensor, [30.0]), NOW_MS).alerts
     restarted = KindPipeline(topology, "hazmat")
     assert restarted.restore(fired) == 1
-    again = restarted.process(_messages(sensor, [31.0]), NOW_MS).alerts
+    again = restarted.process(_messages(sensor, [31.0], first=1), NOW_MS).alerts
     assert again == []
-    cleared = restarted.process(_messages(sensor, [1.0]), NOW_MS).alerts
+    cleared = restarted.process(_messages(sensor, [1.0], first=2), NOW_MS).alerts
     assert [a.status for a in cleared] == ["resolved"]
 
 
