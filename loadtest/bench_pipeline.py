@@ -359,6 +359,17 @@ def environment(pinned: str) -> dict[str, Any]:
             "loadavg": os.getloadavg(), **versions}
 
 
+def cpu_ticks() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (Linux /proc/stat; zeros elsewhere)."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = f[3] + f[4]
+    return (sum(f[:8]) - idle) / hz, sum(f[:8]) / hz
+
+
 def pin_one_core() -> str:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
@@ -393,14 +404,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.repeat < 7:
         print(f"# warning: --repeat {a.repeat} < 7: medians are less stable")
     profiler = cProfile.Profile() if a.profile else None
+    busy0, total0 = cpu_ticks()
+    own0 = time.process_time()
     results = [summarise(c, s) for c, s in zip(cases, run_cases(topology, cases, a.repeat, a.seed, profiler), strict=True)]
+    busy1, total1 = cpu_ticks()
+    others = max(0.0, (busy1 - busy0) - (time.process_time() - own0))
+    env["other_processes_cpu_share"] = others / (total1 - total0) if total1 > total0 else None
     print(HEADER)
     for r in results:
         print(row(r))
     if profiler is not None:
         pstats.Stats(profiler).strip_dirs().sort_stats("tottime").print_stats(25)
     env["loadavg_after"] = os.getloadavg()
-    print(f"# load average after: {env['loadavg_after'][0]:.2f} (other processes share the machine; see min/max)")
+    share = env["other_processes_cpu_share"]
+    print(f"# load average after: {env['loadavg_after'][0]:.2f}; other processes used "
+          f"{'?' if share is None else f'{share:.0%}'} of the machine's CPU during the run (see min/max)")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"environment": env, "repeat": a.repeat, "results": results}, indent=1))

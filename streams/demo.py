@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
@@ -32,11 +34,27 @@ from streams.tail import _COLUMNS, render
 from streams.topology import Topology
 
 
+_RANK = {"warning": 1, "minor": 2, "major": 3, "critical": 4}
+
+
 @dataclass
 class DemoTally:
-    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, severity) of firing/updated
+    worst: dict[str, tuple[str, str]] = field(default_factory=dict)  # alarm_key -> (kind, highest severity)
+    fired: set[tuple[str, str]] = field(default_factory=set)  # (rule, sensor_id)
     events: int = 0
-    rules_fired: set[str] = field(default_factory=set)
+
+    def add(self, alert: Alert) -> None:
+        self.events += 1
+        if alert.status == "resolved":
+            return
+        self.fired.add((alert.rule, alert.sensor_id))
+        kind, worst = self.worst.get(alert.alarm_key, (alert.kind, alert.severity))
+        if _RANK[alert.severity] >= _RANK[worst]:
+            worst = alert.severity
+        self.worst[alert.alarm_key] = (kind, worst)
+
+    def by_kind_severity(self) -> Counter[tuple[str, str]]:
+        return Counter(self.worst.values())
 
 
 def _cityops() -> str:
@@ -92,11 +110,8 @@ async def _follow(consumer: AIOKafkaConsumer, console: Console, tally: DemoTally
                 if record.value is None:
                     continue
                 alert = Alert.from_json(record.value)
-                tally.events += 1
-                if alert.status != "resolved":
-                    tally.alerts[(alert.kind, alert.severity)] += 1
-                    tally.rules_fired.add(alert.rule)
-                console.print(render(alert))
+                tally.add(alert)
+                console.print(render(alert), soft_wrap=True)
 
 
 async def run_demo(topology: Topology, settings: Settings, duration_s: float, rate: float, workdir: Path) -> DemoTally:
@@ -118,7 +133,7 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
         sim = _start(sim_args, workdir / "simulate.log", env)
         console.print(f"[bold]Simulated Dongguan is live[/bold] ({rate:g} readings/s). Metrics: "
                       f"http://127.0.0.1:{settings.web_port}/metrics  ·  Ctrl-C stops everything.\n")
-        console.print(Text(_COLUMNS, style="bold underline"))
+        console.print(Text(_COLUMNS, style="bold underline"), soft_wrap=True)
         await asyncio.to_thread(sim.wait)
         await _drain(settings.web_port, stop_after_s=10.0)
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -131,8 +146,15 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
         processed = readings_processed(settings.web_port)
         _stop(worker)
         await consumer.stop()
-        _summary(console, tally, processed)
+        _summary(console, tally, processed, _read_truth(workdir / "truth.jsonl"))
     return tally
+
+
+def _read_truth(path: Path) -> list[dict[str, object]]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 async def _drain(port: int, stop_after_s: float) -> None:
@@ -147,15 +169,23 @@ async def _drain(port: int, stop_after_s: float) -> None:
         await asyncio.sleep(1.0)
 
 
-def _summary(console: Console, tally: DemoTally, processed: int) -> None:
-    table = Table(title="cityops demo summary", show_lines=False)
+def _summary(console: Console, tally: DemoTally, processed: int, truth: list[dict[str, Any]]) -> None:
+    table = Table(title="alarms by domain and highest severity")
     severities = ("critical", "major", "minor", "warning")
+    counts = tally.by_kind_severity()
     table.add_column("domain")
     for sev in severities:
         table.add_column(sev, justify="right")
-    for kind in sorted({k for k, _ in tally.alerts} | {"air", "hazmat", "traffic", "energy"}):
-        table.add_row(kind, *[str(tally.alerts[(kind, s)]) for s in severities])
+    for kind in sorted({k for k, _ in counts} | {"air", "hazmat", "traffic", "energy"}):
+        table.add_row(kind, *[str(counts[(kind, s)]) for s in severities])
     console.print()
     console.print(f"readings processed by the worker: {processed if processed >= 0 else 'unknown'}")
-    console.print(f"alarm events on the alerts topic: {tally.events}")
+    console.print(f"alarm events on the alerts topic: {tally.events}; distinct alarms: {len(tally.worst)}")
     console.print(table)
+    incidents = [t for t in truth if t.get("type") != "sensor_fault"]
+    if incidents:
+        console.print("scripted incidents (ground truth) and whether they alarmed:")
+        for t in incidents:
+            hit = any((t["rule"], s) in tally.fired for s in t["sensor_ids"])
+            mark = "[green]alarmed[/green]" if hit else "[red]MISSED[/red]"
+            console.print(f"  {t['type']:<18} {t['site_id']:<18} {t['district']:<11} rule {t['rule']:<18} {mark}", soft_wrap=True)

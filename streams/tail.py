@@ -37,7 +37,7 @@ async def tail_alerts(
     await consumer.start()
     try:
         if not as_json:
-            console.print(Text(_COLUMNS, style="bold underline"))
+            console.print(Text(_COLUMNS, style="bold underline"), soft_wrap=True)
         while max_alerts is None or seen < max_alerts:
             batch = await consumer.getmany(timeout_ms=int((idle_timeout_s or 3600) * 1000), max_records=500)
             if not batch:
@@ -62,4 +62,4 @@ def _show(console: Console, value: bytes | None, as_json: bool) -> None:
         sys.stdout.write(value.decode("utf-8", "replace") + "\n")
         sys.stdout.flush()
         return
-    console.print(render(Alert.from_json(value)))
+    console.print(render(Alert.from_json(value)), soft_wrap=True)
