@@ -122,7 +122,7 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
     await consumer.start()
     await consumer.seek_to_end()
     worker = sim = None
-    tally, stop = DemoTally(), asyncio.Event()
+    tally, stop, completed = DemoTally(), asyncio.Event(), False
     follower = asyncio.create_task(_follow(consumer, console, tally, stop))
     try:
         worker = _start(["worker", "--topology", str(topology.path), "--loglevel", "warn"], workdir / "worker.log", env)
@@ -136,6 +136,7 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
         console.print(Text(_COLUMNS, style="bold underline"), soft_wrap=True)
         await asyncio.to_thread(sim.wait)
         await _drain(settings.web_port, stop_after_s=10.0)
+        completed = sim.returncode == 0
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("\n[bold]stopping...[/bold]")
     finally:
@@ -146,7 +147,7 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
         processed = readings_processed(settings.web_port)
         _stop(worker)
         await consumer.stop()
-        _summary(console, tally, processed, _read_truth(workdir / "truth.jsonl"))
+        _summary(console, tally, processed, _read_truth(workdir / "truth.jsonl"), completed)
     return tally
 
 
@@ -154,7 +155,8 @@ def _read_truth(path: Path) -> list[dict[str, object]]:
     if not path.is_file():
         return []
     with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        records = [json.loads(line) for line in fh if line.strip()]
+    return list({str(r.get("id")): r for r in records}.values())  # the latest record per incident
 
 
 async def _drain(port: int, stop_after_s: float) -> None:
@@ -169,7 +171,7 @@ async def _drain(port: int, stop_after_s: float) -> None:
         await asyncio.sleep(1.0)
 
 
-def _summary(console: Console, tally: DemoTally, processed: int, truth: list[dict[str, Any]]) -> None:
+def _summary(console: Console, tally: DemoTally, processed: int, truth: list[dict[str, Any]], completed: bool) -> None:
     table = Table(title="alarms by domain and highest severity")
     severities = ("critical", "major", "minor", "warning")
     counts = tally.by_kind_severity()
@@ -187,5 +189,5 @@ def _summary(console: Console, tally: DemoTally, processed: int, truth: list[dic
         console.print("scripted incidents (ground truth) and whether they alarmed:")
         for t in incidents:
             hit = any((t["rule"], s) in tally.fired for s in t["sensor_ids"])
-            mark = "[green]alarmed[/green]" if hit else "[red]MISSED[/red]"
+            mark = "[green]alarmed[/green]" if hit else ("[red]MISSED[/red]" if completed else "[yellow]no alarm yet (stopped early)[/yellow]")
             console.print(f"  {t['type']:<18} {t['site_id']:<18} {t['district']:<11} rule {t['rule']:<18} {mark}", soft_wrap=True)
