@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +16,11 @@ from streams.metrics import Metrics
 from streams.runtime import Runtime
 from streams.settings import Settings
 from streams.topology import Topology, load_topology
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 10.0
+EXIT_BATCH_NOT_ACKED = 70  # EX_SOFTWARE: a supervisor restarts the worker
 
 
 def create_app(settings: Settings, topology: Topology | None = None) -> faust.App:
@@ -62,10 +70,39 @@ def _kind_agent(runtime: Runtime, kind: str) -> Callable[[Any], Any]:
                 RawMessage(e.message.value, e.message.key, e.message.topic, e.message.partition, e.message.offset)
                 for e in events
             ]
-            await runtime.handle(kind, messages)
+            await _handle_or_die(runtime, kind, messages)
 
     agent.__name__ = f"{kind}_agent"
     return agent
+
+
+async def _handle_or_die(runtime: Runtime, kind: str, messages: list[RawMessage]) -> None:
+    """Run one batch so that its offsets are acknowledged only once its outputs are durable.
+
+    Faust's take_events acknowledges a batch when the loop body exits, even by an
+    exception or a cancellation (shutdown). So: a shutdown waits for the batch in
+    flight (up to a grace period), and a batch that cannot finish — a bug, or an
+    outage outlasting the grace period — ends the process before Faust can
+    acknowledge it; the restarted worker gets the batch again (same alert ids).
+    """
+    task = asyncio.ensure_future(runtime.handle(kind, messages))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            await asyncio.wait_for(task, SHUTDOWN_GRACE_S)
+        except BaseException:  # noqa: BLE001 - any failure here must not ack the batch
+            _die(f"shutdown interrupted a {kind} batch that could not finish within {SHUTDOWN_GRACE_S:g} s")
+        raise
+    except Exception:
+        log.exception("processing a %s batch failed", kind)
+        _die(f"a {kind} batch failed")
+
+
+def _die(why: str) -> None:
+    log.critical("%s: exiting without acknowledging it, so it is delivered again", why)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_NOT_ACKED)
 
 
 def _add_pages(app: faust.App, runtime: Runtime) -> None:

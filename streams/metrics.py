@@ -24,6 +24,7 @@ class Metrics:
     batch_size: Histogram
     stage_seconds: Histogram
     budget_overruns: Counter
+    sink_retries: Counter
     active_alarms: Gauge
 
     @classmethod
@@ -52,5 +53,6 @@ class Metrics:
                 registry=registry, buckets=_STAGE_BUCKETS,
             ),
             budget_overruns=counter("cityops_budget_overruns", "Batches whose processing exceeded the kind's budget", ("kind",)),
+            sink_retries=counter("cityops_sink_retries", "Failed deliveries that were retried (outage in progress)", ("kind", "sink")),
             active_alarms=Gauge("cityops_active_alarms", "Live alarms per kind", ("kind",), registry=registry),
         )

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from sinks.base import AlertSink
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from sinks.base import Alert, AlertSink
 from sinks.kafka import KafkaAlertSink, KafkaWriter
 from sinks.redis_board import RedisAlarmBoard
 from streams.decode import RawMessage
@@ -24,6 +27,14 @@ from streams.settings import Settings
 from streams.topology import Topology
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+DELIVERY_ERRORS = (KafkaError, RedisError, OSError)
+
+
+def _bind(sink: AlertSink, alerts: Sequence[Alert]) -> Callable[[], Awaitable[None]]:
+    return lambda: sink.write_batch(alerts)
 
 
 class Runtime:
@@ -72,14 +83,31 @@ class Runtime:
     async def _handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
         result = self.pipelines[kind].process(messages, wall_clock_ms())
         t0 = time.perf_counter()
-        await self.writer.send_all(
-            self.topology.spec.topics.deadletter,
-            [(d.key, d.to_json(wall_clock_ms())) for d in result.dead],
-        )
-        for sink in self.sinks:  # Kafka first, then the Redis state
-            await sink.write_batch(result.alerts)
+        await self._deliver(kind, result)
         result.stage_seconds["sink"] = time.perf_counter() - t0
         return result
+
+    async def _deliver(self, kind: str, result: BatchResult) -> None:
+        """Dead letters, then alerts to every sink in order (Kafka, then the Redis
+        state). An outage delays the batch, never drops it: each step is retried
+        with capped exponential backoff until it succeeds, and a step that has
+        succeeded is not repeated."""
+        dead = [(d.key, d.to_json(wall_clock_ms())) for d in result.dead]
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("deadletter", lambda: self.writer.send_all(self.topology.spec.topics.deadletter, dead)),
+            *[(type(sink).__name__, _bind(sink, result.alerts)) for sink in self.sinks],
+        ]
+        for name, step in steps:
+            delay_s = RETRY_FIRST_S
+            while True:
+                try:
+                    await step()
+                    break
+                except DELIVERY_ERRORS as exc:
+                    self.metrics.sink_retries.labels(kind, name).inc()
+                    log.warning("%s: delivering a %s batch failed (%r); retrying in %.1f s", name, kind, exc, delay_s)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, RETRY_MAX_S)
 
     def _observe(self, kind: str, result: BatchResult) -> None:
         m = self.metrics
