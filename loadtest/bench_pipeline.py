@@ -7,7 +7,8 @@ agent runs per micro-batch. Messages are built the way sensors send them
 5-20 readings, RFC 3339 and epoch-ms timestamps mixed (per sensor).
 
 Each case runs ``--repeat`` timed batches (fresh messages every time, one
-untimed warm-up batch first) and reports the median with min/max.
+untimed warm-up batch first; cases interleaved round-robin) and reports the
+median with min/max. See loadtest/README.md and docs/benchmarks.md.
 
     .venv/bin/python loadtest/bench_pipeline.py [--repeat 9] [--json OUT] [--profile CASE]
 """
@@ -157,6 +158,16 @@ class MessageFactory:
         """The newest event time handed out so far (for checks against ``now``)."""
         return max(self._next_ms) - self.step_ms
 
+    def one_each(self, topic: str = "bench") -> list[RawMessage]:
+        """One single-reading message per sensor (to make every sensor known)."""
+        out = []
+        for i, model in enumerate(self.sensors):
+            t0 = self._next_ms[i]
+            self._next_ms[i] = t0 + self.step_ms
+            body = self.encoder.encode(self._reading(model, t0))
+            out.append(RawMessage(body, model.sensor_id.encode(), topic, 0, i))
+        return out
+
     def batch(self, n_messages: int, topic: str = "bench") -> tuple[list[RawMessage], int, int]:
         """``n_messages`` records; also how many readings and values (reading x
         quantity) they carry, valid or not."""
@@ -191,7 +202,7 @@ class MessageFactory:
         if self.rng.random() < 0.5:
             return body[: len(body) // 2]  # malformed JSON (truncated upload)
         q = next(iter(reading.values))
-        bad = msgspec.structs.replace(reading, values={**reading.values, q: "high"})  # type: ignore[dict-item]
+        bad = msgspec.structs.replace(reading, values={**reading.values, q: "high"})
         return self.encoder.encode(bad)  # wrong type
 
 
@@ -261,8 +272,7 @@ class CaseRunner:
         self.factory = MessageFactory(sensors, rng, start_ms, step_ms, MessageMix(invalid_p=case.invalid_p))
         self.pipeline = KindPipeline(topology, case.kind)
         if case.n_unknown and not case.cold:  # steady state: every sensor already seen once
-            self.pipeline.index.lookup([s.sensor_id for s in sensors])
-            self.pipeline._grow()  # noqa: SLF001 - untimed set-up, the same call process() makes
+            self.pipeline.process(self.factory.one_each(), self.now_ms)
         self.pipeline.process(self._next()[0], self.now_ms)  # warm-up, untimed
 
     def _next(self) -> tuple[list[RawMessage], int, int]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -104,26 +105,33 @@ def format_loc(loc: Sequence[Any]) -> str:
 
 def _fields_at(loc: Sequence[Any]) -> list[str]:
     """Field names of the model found by walking ``loc`` from TopologySpec."""
-    model: Any = TopologySpec
+    annotation: Any = TopologySpec
     for part in loc:
-        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
+        annotation = _step(annotation, part)
+        if annotation is None:
             return []
-        model = _model_in(field.annotation)
-    return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-
-
-def _model_in(annotation: Any) -> Any:
-    """The pydantic model inside list[M] / dict[str, M] / M | None."""
+    annotation = _strip_optional(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
+        return sorted(annotation.model_fields)
+    return []
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    """The type one step down: a list item, a dict value, or a model field."""
+    annotation = _strip_optional(annotation)
+    if get_origin(annotation) in (list, dict):
+        return get_args(annotation)[-1]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(str(part))
+        return field.annotation if field is not None else None
     return None
+
+
+def _strip_optional(annotation: Any) -> Any:
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
 
 
 def _report(path: Path, problems: Sequence[str]) -> str:

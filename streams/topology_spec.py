@@ -63,7 +63,7 @@ class DepartmentSpec(_Model):
 
 
 class BatchSpec(_Model):
-    max_readings: PositiveInt = 1000
+    max_messages: PositiveInt = 1000
     budget_ms: PositiveInt = 500
 
 
