@@ -108,28 +108,64 @@ def _scan_levels(
     """Apply L = clamp(L_prev, crossed, held) row by row per sensor, skipping rows
     not newer than the sensor's last event time; updates `state` and `last_ms`.
 
-    Rows need not be grouped by sensor: the k-th row of every sensor is found
-    with stable sorts, then all sensors take step k together.
+    Each row is the map x -> clamp(x, lo, hi) (a stale row is the identity), and
+    clamps compose into clamps, so a segmented doubling scan composes every
+    sensor's prefix of maps in log2(longest run) vectorized steps; applying the
+    prefix to the sensor's stored level gives each row's level.
     """
     n = sensor.shape[0]
-    previous = np.zeros(n, np.int8)
-    current = np.zeros(n, np.int8)
-    late = np.zeros(n, np.bool_)
     if n == 0:
-        return previous, current, late
-    order = np.argsort(sensor, kind="stable")
-    sorted_sensor = sensor[order]
-    starts = np.flatnonzero(np.r_[True, sorted_sensor[1:] != sorted_sensor[:-1]])
-    position = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
-    by_position = order[np.argsort(position, kind="stable")]
-    bounds = np.r_[0, np.cumsum(np.bincount(position))]
-    for k in range(bounds.shape[0] - 1):
-        rows = by_position[bounds[k] : bounds[k + 1]]  # the k-th row of each sensor
-        s = sensor[rows]
-        prev, t = state[s], event_ms[rows]
-        stale = t <= last_ms[s]
-        new = np.where(stale, prev, np.minimum(np.maximum(prev, crossed[rows]), held[rows]))
-        previous[rows], current[rows], late[rows] = prev, new, stale
-        state[s] = new
-        last_ms[s] = np.where(stale, last_ms[s], t)
+        return np.zeros(0, np.int8), np.zeros(0, np.int8), np.zeros(0, np.bool_)
+    order = np.argsort(sensor, kind="stable")  # rows of a sensor together, in arrival order
+    s, t = sensor[order], event_ms[order]
+    starts, segment, position = _segments(s)
+    newest = _running_max(t, segment, last_ms[s[starts]])  # newest event time up to each row
+    stale = np.empty(n, np.bool_)
+    stale[starts] = t[starts] <= last_ms[s[starts]]
+    stale[1:][position[1:] > 0] = (t[1:] <= newest[:-1])[position[1:] > 0]
+    lo = np.where(stale, np.int8(0), crossed[order]).astype(np.int8)
+    hi = np.where(stale, np.int8(np.iinfo(np.int8).max), held[order]).astype(np.int8)
+    _compose_prefix_clamps(lo, hi, position)
+    cur = np.clip(state[s], lo, hi).astype(np.int8)
+    prev = np.empty(n, np.int8)
+    prev[1:] = cur[:-1]
+    prev[starts] = state[s[starts]]
+    ends = np.r_[starts[1:] - 1, n - 1]
+    state[s[ends]] = cur[ends]
+    last_ms[s[ends]] = newest[ends]
+    previous, current, late = np.empty(n, np.int8), np.empty(n, np.int8), np.empty(n, np.bool_)
+    previous[order], current[order], late[order] = prev, cur, stale
     return previous, current, late
+
+
+def _segments(sorted_keys: npt.NDArray[np.int32]) -> tuple[IntArray, IntArray, IntArray]:
+    """Start row, segment number and position within the segment of each row."""
+    first = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
+    starts = np.flatnonzero(first)
+    segment = np.cumsum(first) - 1
+    return starts, segment, np.arange(sorted_keys.shape[0]) - starts[segment]
+
+
+def _running_max(t: IntArray, segment: IntArray, seed: IntArray) -> IntArray:
+    """max(seed of the segment, t of this and earlier rows of the segment), per row.
+
+    Offsetting each segment above the previous one lets one np.maximum.accumulate
+    run over all segments; the decoder bounds event times to a ~30-day window,
+    so the offsets stay far inside int64."""
+    t_min = int(t.min())
+    span = int(t.max()) - t_min + 1
+    key = segment * span + (t - t_min)
+    running = np.maximum.accumulate(key) - segment * span + t_min
+    return np.maximum(running, seed[segment])
+
+
+def _compose_prefix_clamps(lo: Int8Array, hi: Int8Array, position: IntArray) -> None:
+    """In place: (lo, hi)[i] becomes the composition of the clamps of rows
+    i-position[i] .. i (Hillis-Steele scan; clamp(clamp(x, a), b) = clamp(x, clip(a, b)))."""
+    step, longest = 1, int(position.max())
+    while step <= longest:
+        i = np.flatnonzero(position >= step)
+        j = i - step
+        lo_i, hi_i = lo[i], hi[i]
+        lo[i], hi[i] = np.clip(lo[j], lo_i, hi_i), np.clip(hi[j], lo_i, hi_i)
+        step *= 2

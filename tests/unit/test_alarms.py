@@ -105,3 +105,36 @@ def test_late_and_duplicate_readings_do_not_move_the_alarm() -> None:
     assert list(zip(t.previous.tolist(), t.current.tolist())) == [(0, 1), (1, 2)]
     assert t.n_late == 2
     assert ev.level.tolist() == [2] and ev.last_event_ms.tolist() == [20_000]
+
+
+def _reference_scan(
+    state: list[int], last: list[int], sensor: list[int], t: list[int], crossed: list[int], held: list[int]
+) -> list[tuple[int, int, bool]]:
+    """The definition, one row at a time in arrival order."""
+    out = []
+    for s, ti, c, h in zip(sensor, t, crossed, held):
+        prev = state[s]
+        stale = ti <= last[s]
+        new = prev if stale else min(max(prev, c), h)
+        state[s], last[s] = new, last[s] if stale else ti
+        out.append((prev, new, stale))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_vectorized_scan_matches_the_row_by_row_definition(seed: int) -> None:
+    from streams.alarms import NEVER_MS, _scan_levels
+
+    rng = np.random.default_rng(seed)
+    n_sensors, n, levels = int(rng.integers(1, 30)), int(rng.integers(0, 300)), int(rng.integers(1, 4))
+    state = rng.integers(0, levels + 1, n_sensors).astype(np.int8)
+    last = np.where(rng.random(n_sensors) < 0.5, NEVER_MS, rng.integers(0, 500, n_sensors)).astype(np.int64)
+    sensor = rng.integers(0, n_sensors, n).astype(np.int32)
+    t = rng.integers(0, 1000, n).astype(np.int64)  # out of order and duplicates on purpose
+    crossed = rng.integers(0, levels + 1, n).astype(np.int8)
+    held = np.minimum(crossed + rng.integers(0, 2, n), levels).astype(np.int8)
+    expected_state, expected_last = state.tolist(), last.tolist()
+    expected = _reference_scan(expected_state, expected_last, sensor.tolist(), t.tolist(), crossed.tolist(), held.tolist())
+    previous, current, late = _scan_levels(state, last, sensor, t, crossed, held)
+    assert list(zip(previous.tolist(), current.tolist(), late.tolist())) == expected
+    assert state.tolist() == expected_state and last.tolist() == expected_last
