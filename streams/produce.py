@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +24,20 @@ def message_key(line: bytes) -> bytes | None:
     try:
         item = _KEY.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+        return _lenient_key(line)
     first: _Keyed | None = (item[0] if item else None) if isinstance(item, list) else item
     return first.sensor_id.encode() if first is not None else None
+
+
+def _lenient_key(line: bytes) -> bytes | None:
+    """The stdlib parser accepts NaN/Infinity: such a reading still has a sensor."""
+    try:
+        item = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    first = (item[0] if item else None) if isinstance(item, list) else item
+    sensor = first.get("sensor_id") if isinstance(first, dict) else None
+    return sensor.encode() if isinstance(sensor, str) and sensor else None
 
 
 def read_lines(path: Path) -> Iterator[bytes]:
