@@ -73,7 +73,8 @@ def _kind_agent(runtime: Runtime, kind: str) -> Callable[[Any], Any]:
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(batch.max_messages, within=window_s):
             messages = [
-                RawMessage(e.message.value, e.message.key, e.message.topic, e.message.partition, e.message.offset)
+                # a null value (tombstone) becomes b"": dead-lettered as `empty`, never a crash
+                RawMessage(e.message.value or b"", e.message.key, e.message.topic, e.message.partition, e.message.offset)
                 for e in events
             ]
             await _handle_or_die(runtime, kind, messages)

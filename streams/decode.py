@@ -81,6 +81,10 @@ class KindDecoder:
         return self._to_batch(readings, origins, index, now_ms, dead)
 
     def _oversize(self, msg: RawMessage, dead: list[DeadLetter]) -> bool:
+        """Dead-letter messages too large (or empty) to decode; True if it did."""
+        if not msg.value.strip():
+            dead.append(DeadLetter.of(msg, Reason.EMPTY, "the message has no body (null value or whitespace)"))
+            return True
         limit = self._limits.max_message_bytes
         if len(msg.value) <= limit:
             return False
@@ -93,7 +97,7 @@ class KindDecoder:
             return [], []
         try:
             decoded = self._batch_decoder.decode(b"[" + b",".join(m.value for m in messages) + b"]")
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             decoded = None  # at least one bad message: find it the slow way
         readings: list[Any] = []
         origins: list[tuple[RawMessage, int | None]] = []
@@ -114,7 +118,7 @@ class KindDecoder:
         """A reading, a list of the valid readings of a gateway array, or None."""
         try:
             item = self._one_decoder.decode(msg.value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             dead.append(DeadLetter.of(msg, *classify(exc, msg.value)))
             return None
         if not isinstance(item, list):
@@ -232,6 +236,8 @@ def _long_format(values: np.ndarray, event_ms: np.ndarray, sensor_idx: np.ndarra
 def classify(exc: Exception, body: bytes) -> tuple[Reason, str]:
     """A msgspec failure -> (reason code, detail naming the field)."""
     text = str(exc)
+    if isinstance(exc, RecursionError):
+        return Reason.MALFORMED_JSON, "JSON nested too deeply"
     if not isinstance(exc, msgspec.ValidationError):  # ValidationError subclasses DecodeError
         if _parses_with_nan(body):
             return Reason.NON_FINITE, "NaN or Infinity in the JSON; send a finite number or leave the quantity out"

@@ -67,6 +67,11 @@ def test_valid_single_and_gateway_array_become_long_format_rows() -> None:
         ('{"sensor_id": "DG-AQ-0001", "ts": 1, "values": {"pm1": 4}}', "unknown_quantity"),
         ('{"sensor_id": "DG-AQ-0001", "ts": 1, "values": {"pm25": 4}, "flag": "X"}', "invalid_flag"),
         ("[]", "empty"),
+        ("", "empty"),
+        ("  \n", "empty"),
+        ('{"sensor_id": "DG-AQ-0001", "ts": 1.5e12, "values": {"pm25": 4}}', "wrong_type"),
+        ('{"sensor_id": "' + "x" * 200 + '", "ts": 1, "values": {"pm25": 4}}', "wrong_type"),
+        ("[" * 900 + "]" * 900, "wrong_type"),  # deep nesting: an error, not a crash
     ],
 )
 def test_bad_message_is_dead_lettered_and_the_rest_of_the_batch_survives(body: str, reason: str) -> None:
@@ -124,3 +129,11 @@ def test_batch_rows_are_sorted_by_sensor_then_arrival() -> None:
     out = _decoder().decode(msgs, _index(), NOW_MS)
     assert np.all(np.diff(out.batch.sensor_idx) >= 0)
     assert out.batch.value.tolist() == [0.0, 2.0, 1.0, 3.0]
+
+
+def test_deeply_nested_json_is_dead_lettered_not_a_crash() -> None:
+    decoder = KindDecoder("air", AIR, InputSpec(max_message_bytes=1_000_000), {})
+    body = "[" * 100_000 + "]" * 100_000
+    out = decoder.decode([_msg(body), _msg(json.dumps(_reading(pm25=5.0)))], _index(), NOW_MS)
+    assert [(d.reason, d.detail) for d in out.dead] == [("malformed_json", "JSON nested too deeply")]
+    assert out.batch.value.tolist() == [5.0]
