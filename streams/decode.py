@@ -29,6 +29,9 @@ from streams.topology_spec import InputSpec, KindSpec
 SensorId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 EventTime = Annotated[datetime, msgspec.Meta(tz=True)] | int
 Flag = Literal["N", "F", "M", "S", "D", "C", "T", "B"]
+# everything msgspec may raise on hostile input (invalid UTF-8 inside a Raw
+# element surfaces as UnicodeDecodeError, deep nesting as RecursionError)
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,7 @@ class KindDecoder:
             return [], []
         try:
             decoded = self._batch_decoder.decode(b"[" + b",".join(m.value for m in messages) + b"]")
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        except DECODE_ERRORS:
             decoded = None  # at least one bad message: find it the slow way
         readings: list[Any] = []
         origins: list[tuple[RawMessage, int | None]] = []
@@ -118,7 +121,7 @@ class KindDecoder:
         """A reading, a list of the valid readings of a gateway array, or None."""
         try:
             item = self._one_decoder.decode(msg.value)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        except DECODE_ERRORS as exc:
             dead.append(DeadLetter.of(msg, *classify(exc, msg.value)))
             return None
         if not isinstance(item, list):
@@ -129,7 +132,7 @@ class KindDecoder:
         for j, raw in enumerate(item):
             try:
                 good.append((j, self._raw_decoder.decode(raw)))
-            except msgspec.ValidationError as exc:
+            except DECODE_ERRORS as exc:
                 dead.append(DeadLetter.of(msg, *classify(exc, bytes(raw)), reading_index=j))
         # keep the array positions of the good readings for dead letters found later
         return _IndexedList(good)
@@ -238,6 +241,8 @@ def classify(exc: Exception, body: bytes) -> tuple[Reason, str]:
     text = str(exc)
     if isinstance(exc, RecursionError):
         return Reason.MALFORMED_JSON, "JSON nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return Reason.MALFORMED_JSON, f"not valid UTF-8: {exc.reason} at byte {exc.start}"
     if not isinstance(exc, msgspec.ValidationError):  # ValidationError subclasses DecodeError
         if _parses_with_nan(body):
             return Reason.NON_FINITE, "NaN or Infinity in the JSON; send a finite number or leave the quantity out"

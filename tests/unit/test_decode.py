@@ -137,3 +137,31 @@ def test_deeply_nested_json_is_dead_lettered_not_a_crash() -> None:
     out = decoder.decode([_msg(body), _msg(json.dumps(_reading(pm25=5.0)))], _index(), NOW_MS)
     assert [(d.reason, d.detail) for d in out.dead] == [("malformed_json", "JSON nested too deeply")]
     assert out.batch.value.tolist() == [5.0]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_corruption_never_raises_and_every_unparsable_message_is_dead_lettered(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    valid = json.dumps([_reading(pm25=1.0), _reading(co=0.5)]).encode()
+    messages = []
+    for offset in range(2000):
+        body = bytearray(valid)
+        for _ in range(int(rng.integers(1, 4))):  # flip, delete or duplicate a few bytes
+            i = int(rng.integers(0, len(body)))
+            op = rng.integers(0, 3)
+            if op == 0:
+                body[i] = int(rng.integers(0, 256))
+            elif op == 1:
+                del body[i]
+            else:
+                body.insert(i, body[i])
+        messages.append(_msg(bytes(body), offset=offset))
+    decoder = KindDecoder("air", AIR, InputSpec(max_message_bytes=4096), {})
+    out = decoder.decode(messages, _index(), NOW_MS)
+    dead_offsets = {d.offset for d in out.dead}
+    for msg in messages:
+        try:
+            json.loads(msg.value)
+        except ValueError:
+            assert msg.offset in dead_offsets, msg.value
+    assert out.n_readings + len(out.dead) >= len(messages) - sum(1 for d in out.dead if d.reading_index is not None)
