@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from streams.errors import ConfigError
+from streams.topology import format_loc
 
 DEFAULT_SCENARIO = "default.yaml"  # in streams/resources/scenarios/
 
@@ -155,7 +156,7 @@ def _describe(err: Any) -> str:
     # Drop the union tag pydantic inserts (incidents.0.gas_leak.at_s -> incidents[0].at_s).
     tags = {"gas_leak", "pollution_episode", "traffic_incident", "meter_fault"}
     loc = [p for i, p in enumerate(err["loc"]) if not (i == 2 and p in tags)]
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "<top>"
+    where = format_loc(loc)
     if err["type"] == "missing":
         return f"{where}: required field is missing"
     if err["type"] == "extra_forbidden":
