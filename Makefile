@@ -31,8 +31,16 @@ stack-status: venv
 	$(BIN)/cityops stack status
 
 ## make demo [DURATION=60] [RATE=300]: stack + worker + simulated city, alarms live.
-demo: stack-up
-	$(BIN)/cityops demo --duration $(DURATION) --rate $(RATE)
+## Ctrl-C (or the end of DURATION) stops the worker and the simulator, and the
+## stack too when this demo started it. The INT trap is a handler, not an
+## ignore, so the demo itself still receives Ctrl-C.
+demo: venv
+	@if $(BIN)/cityops stack status >/dev/null 2>&1; then started=0; else started=1; fi; \
+	$(BIN)/cityops stack up || exit $$?; \
+	trap 'true' INT; \
+	$(BIN)/cityops demo --duration $(DURATION) --rate $(RATE); rc=$$?; \
+	if [ $$started = 1 ]; then echo "stopping the stack this demo started"; $(BIN)/cityops stack down; fi; \
+	exit $$rc
 
 ## make test: unit, contract and integration tests against real Kafka and Redis, plus mypy --strict.
 test: stack-up
