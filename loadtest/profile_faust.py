@@ -13,6 +13,11 @@ Variant keys (JSON):
   settings: dict   extra keyword arguments for faust.App (stream_buffer_maxsize, broker_max_poll_records, ...)
   monitor:  "null" replace faust's Monitor sensor by one whose per-event hooks do nothing
   agent:    "take_events" (default: the agent of streams/app.py) | "noack_events" (own buffer, manual ack)
+  schema:   "raw"  topics get a Schema whose decode builds the Event directly (no codec registry)
+  loop:     "uvloop" run the worker on uvloop (not a dependency: install it with
+                   `pip install --target DIR uvloop` and pass "sys_path": ["DIR"])
+  drain:    "direct" EXPERIMENT: the consumer awaits the conductor callback itself instead of
+                   Service.wait_first (4 tasks per message) while the flow is not suspended
 """
 
 from __future__ import annotations
@@ -89,6 +94,53 @@ def _noack_agent(runtime: Any, kind: str) -> Any:
     return agent
 
 
+def _raw_schema() -> Any:
+    """A Schema whose decode builds the Event straight from the message (bytes in, bytes out)."""
+    import faust
+
+    class RawSchema(faust.Schema):
+        def compile(self, app: Any, *, on_key_decode_error: Any = None, on_value_decode_error: Any = None,
+                    default_propagate: bool = False) -> Any:
+            event_cls = app.conf.Event
+
+            async def decode(message: Any, *, propagate: bool = default_propagate) -> Any:
+                return event_cls(app, message.key, message.value, message.headers, message)
+
+            return decode
+
+    return RawSchema()
+
+
+def _direct_drain_transport(app: Any) -> Any:
+    """Consumer whose drain loop awaits the conductor callback directly (no wait_first, no tasks)
+    while the flow is not suspended -- an EXPERIMENT to size Faust's per-message task overhead."""
+    from faust.transport.drivers import aiokafka as drv
+
+    base = drv.Consumer._drain_messages
+
+    class DirectConsumer(drv.Consumer):  # type: ignore[misc,valid-type]
+        async def _drain_messages(self, fetcher: Any) -> None:
+            real_wait_first = self.wait_first
+            suspend = self.suspend_flow
+
+            async def wait_first(*coros: Any, timeout: Any = None) -> Any:
+                if len(coros) == 2 and not suspend.is_set() and not self.should_stop:
+                    coros[1].close()  # the unawaited suspend_flow.wait() coroutine
+                    return await coros[0]
+                return await real_wait_first(*coros, timeout=timeout)
+
+            self.wait_first = wait_first  # type: ignore[method-assign]
+            try:
+                await base(self, fetcher)
+            finally:
+                del self.wait_first
+
+    class Transport(drv.Transport):  # type: ignore[misc,valid-type]
+        Consumer = DirectConsumer
+
+    return Transport(app.conf.broker_consumer, app)
+
+
 def run_worker(argv: list[str]) -> None:
     import faust
 
@@ -96,6 +148,11 @@ def run_worker(argv: list[str]) -> None:
     from streams.settings import Settings
 
     variant = json.loads(os.environ.get(VARIANT_ENV) or "{}")
+    sys.path[:0] = variant.get("sys_path", [])
+    if variant.get("loop") == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     extra = dict(variant.get("settings", {}))
     if variant.get("monitor") == "null":
         extra["monitor"] = _null_monitor()
@@ -113,9 +170,28 @@ def run_worker(argv: list[str]) -> None:
         appmod.faust = _Faust()  # type: ignore[assignment]
     if variant.get("agent") == "noack_events":
         appmod._kind_agent = _noack_agent  # type: ignore[assignment]
+    if variant.get("schema") == "raw" or variant.get("drain") == "direct":
+        real_app2 = appmod.faust.App
+        schema_raw, drain_direct = variant.get("schema") == "raw", variant.get("drain") == "direct"
+
+        class _Faust2:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(faust, name)
+
+            @staticmethod
+            def App(*a: Any, **kw: Any) -> Any:  # noqa: N802
+                app = real_app2(*a, **kw)
+                if schema_raw:
+                    real_topic = app.topic
+                    app.topic = lambda *ta, **tkw: real_topic(*ta, **{**tkw, "schema": _raw_schema()})
+                if drain_direct:
+                    app.transport = _direct_drain_transport(app)
+                return app
+
+        appmod.faust = _Faust2()  # type: ignore[assignment]
     topology = Path(argv[argv.index("--topology") + 1])
     app = appmod.create_app(Settings.from_env(topology=topology))
-    print(f"# profile_faust worker variant {variant}", file=sys.stderr, flush=True)
+    print(f"# profile_faust worker variant {variant}, loop {type(app.loop).__module__}", file=sys.stderr, flush=True)
     faust.Worker(app, loglevel="warning").execute_from_commandline()
 
 

@@ -59,7 +59,7 @@ def test_from_env_defaults(no_env: None, tmp_path: Path, monkeypatch: pytest.Mon
     c = StackConfig.from_env()
     assert c.root == tmp_path.resolve() / ".stack"
     assert (c.kafka_port, c.controller_port, c.redis_port) == (9092, 9093, 6379)
-    assert c.kafka_version == "4.1.1" and c.kafka_heap_mb == 512
+    assert c.kafka_version == stack.KAFKA_VERSION and c.kafka_heap_mb == 512
     assert c.bootstrap == "127.0.0.1:9092"
     assert c.redis_url == "redis://127.0.0.1:6379/0"
 
@@ -135,7 +135,7 @@ def test_pom_resource() -> None:
     deps = {d.findtext("m:artifactId", namespaces=ns): d for d in found}
     assert set(deps) == {"kafka_2.13", "log4j-slf4j-impl", "log4j-api", "log4j-core"}
     assert deps["kafka_2.13"].findtext("m:version", namespaces=ns) == "${kafka.version}"
-    assert root.findtext("m:properties/m:kafka.version", namespaces=ns) == "4.1.1"
+    assert root.findtext("m:properties/m:kafka.version", namespaces=ns) == stack.KAFKA_VERSION  # the pom and the code agree
     excluded = deps["kafka_2.13"].findtext("m:exclusions/m:exclusion/m:groupId", namespaces=ns)
     assert excluded == "ch.qos.logback"
 
@@ -190,7 +190,7 @@ def test_no_maven_needed_when_jars_present(
 ) -> None:
     lib = cfg.kafka_dir / "lib"
     lib.mkdir(parents=True)
-    (lib / ".kafka-version").write_text("4.1.1\n")
+    (lib / ".kafka-version").write_text(stack.KAFKA_VERSION + "\n")
     monkeypatch.setattr("shutil.which", lambda name: None)
     stack._fetch_jars(cfg, log=lambda _: None)  # no error: nothing to fetch
 
@@ -215,11 +215,11 @@ def test_other_version_in_lib_is_replaced_not_mixed(
     (lib / ".kafka-version").write_text("3.9.1\n")
     (lib / "kafka_2.13-3.9.1.jar").write_bytes(b"")
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(stack, "_run_maven", _fake_maven("4.1.1"))
+    monkeypatch.setattr(stack, "_run_maven", _fake_maven(stack.KAFKA_VERSION))
     stack._fetch_jars(cfg, log=lambda _: None)
-    assert (lib / ".kafka-version").read_text().strip() == "4.1.1"
+    assert (lib / ".kafka-version").read_text().strip() == stack.KAFKA_VERSION
     assert not list(lib.glob("*3.9.1*"))
-    assert (lib / "kafka_2.13-4.1.1.jar").exists()
+    assert (lib / f"kafka_2.13-{stack.KAFKA_VERSION}.jar").exists()
     assert (cfg.kafka_dir / "pom.xml").exists()
 
 
