@@ -1,23 +1,24 @@
-"""Profile / compare Faust consumer variants end to end (bench_e2e's throughput phase).
+"""Profile / compare Faust consumer variants end to end (bench_e2e's phases, unchanged).
 
-Runs ``loadtest/bench_e2e.py`` unchanged, except that the worker process is this
+Runs ``loadtest/bench_e2e.py`` as is, except that the worker process is this
 file's ``worker`` sub-command: ``streams.app.create_app`` with a *variant*
-applied from the outside (extra ``faust.App`` settings, a no-op Monitor, or an
-alternative agent body), so variants can be compared without editing
-streams/app.py. With no variant the worker is exactly ``cityops worker``.
+applied from the outside, so variants can be compared without editing
+streams/app.py. With no variant the worker is what ``cityops worker`` runs.
 
-    .venv/bin/python loadtest/profile_faust.py bench --variant '{"settings": {"cython_optimizations": true}}' \
-        [--cprofile OUT.prof | --pyinstrument OUT.html] [bench_e2e args...]
+    .venv/bin/python loadtest/profile_faust.py bench [--variant JSON] \\
+        [--cprofile OUT.prof | --pyinstrument OUT.txt] [bench_e2e args, e.g. --latency-samples 5]
 
-Variant keys (JSON):
-  settings: dict   extra keyword arguments for faust.App (stream_buffer_maxsize, broker_max_poll_records, ...)
-  monitor:  "null" replace faust's Monitor sensor by one whose per-event hooks do nothing
-  agent:    "take_events" (default: the agent of streams/app.py) | "noack_events" (own buffer, manual ack)
-  schema:   "raw"  topics get a Schema whose decode builds the Event directly (no codec registry)
-  loop:     "uvloop" run the worker on uvloop (not a dependency: install it with
-                   `pip install --target DIR uvloop` and pass "sys_path": ["DIR"])
-  drain:    "direct" EXPERIMENT: the consumer awaits the conductor callback itself instead of
-                   Service.wait_first (4 tasks per message) while the flow is not suspended
+Variant keys (JSON object):
+  stock:    ["consumer", "schema"]  undo streams/app.py's changes: Faust's own Kafka consumer
+            (Service.wait_first per message) and/or the default raw-codec Schema.
+            {"stock": ["consumer", "schema"]} is the worker as it was before them.
+  settings: {...}    extra keyword arguments for faust.App, e.g. {"cython_optimizations": true},
+            {"stream_buffer_maxsize": 16384}
+  monitor:  "null"   replace faust's Monitor sensor by one whose per-event hooks do nothing
+  loop:     "uvloop" run the worker on uvloop (not a project dependency: install it apart with
+            `pip install --target DIR uvloop` and add "sys_path": ["DIR"])
+
+--pyinstrument needs `pip install pyinstrument` in the venv (a profiling aid, not a dependency).
 """
 
 from __future__ import annotations
@@ -58,91 +59,9 @@ def _null_monitor() -> Any:
     return NullMonitor()
 
 
-def _noack_agent(runtime: Any, kind: str) -> Any:
-    """Own buffering over stream.noack().events(); ack each event only after handle returned."""
-    import streams.app as appmod
-    from streams.decode import RawMessage
-
-    batch = runtime.topology.kind(kind).batch
-    window_s = batch.budget_ms * appmod.WINDOW_SHARE_OF_BUDGET / 1000
-    max_n = batch.max_messages
-
-    async def agent(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
-        events: list[Any] = []
-        deadline = 0.0
-        it = stream.noack().events().__aiter__()
-        while True:
-            timeout = None if not events else max(deadline - loop.time(), 0.0)
-            try:
-                e = await asyncio.wait_for(it.__anext__(), timeout) if timeout is not None else await it.__anext__()
-            except asyncio.TimeoutError:
-                e = None
-            if e is not None:
-                if not events:
-                    deadline = loop.time() + window_s
-                events.append(e)
-            if events and (len(events) >= max_n or e is None or loop.time() >= deadline):
-                msgs = [RawMessage(x.message.value, x.message.key, x.message.topic, x.message.partition,
-                                   x.message.offset) for x in events]
-                await appmod._handle_or_die(runtime, kind, msgs)
-                for x in events:
-                    await stream.ack(x)
-                events = []
-
-    agent.__name__ = f"{kind}_agent"
-    return agent
-
-
-def _raw_schema() -> Any:
-    """A Schema whose decode builds the Event straight from the message (bytes in, bytes out)."""
-    import faust
-
-    class RawSchema(faust.Schema):
-        def compile(self, app: Any, *, on_key_decode_error: Any = None, on_value_decode_error: Any = None,
-                    default_propagate: bool = False) -> Any:
-            event_cls = app.conf.Event
-
-            async def decode(message: Any, *, propagate: bool = default_propagate) -> Any:
-                return event_cls(app, message.key, message.value, message.headers, message)
-
-            return decode
-
-    return RawSchema()
-
-
-def _direct_drain_transport(app: Any) -> Any:
-    """Consumer whose drain loop awaits the conductor callback directly (no wait_first, no tasks)
-    while the flow is not suspended -- an EXPERIMENT to size Faust's per-message task overhead."""
-    from faust.transport.drivers import aiokafka as drv
-
-    base = drv.Consumer._drain_messages
-
-    class DirectConsumer(drv.Consumer):  # type: ignore[misc,valid-type]
-        async def _drain_messages(self, fetcher: Any) -> None:
-            real_wait_first = self.wait_first
-            suspend = self.suspend_flow
-
-            async def wait_first(*coros: Any, timeout: Any = None) -> Any:
-                if len(coros) == 2 and not suspend.is_set() and not self.should_stop:
-                    coros[1].close()  # the unawaited suspend_flow.wait() coroutine
-                    return await coros[0]
-                return await real_wait_first(*coros, timeout=timeout)
-
-            self.wait_first = wait_first  # type: ignore[method-assign]
-            try:
-                await base(self, fetcher)
-            finally:
-                del self.wait_first
-
-    class Transport(drv.Transport):  # type: ignore[misc,valid-type]
-        Consumer = DirectConsumer
-
-    return Transport(app.conf.broker_consumer, app)
-
-
 def run_worker(argv: list[str]) -> None:
     import faust
+    from faust.transport.drivers import aiokafka as faust_kafka
 
     import streams.app as appmod
     from streams.settings import Settings
@@ -153,6 +72,11 @@ def run_worker(argv: list[str]) -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    stock = set(variant.get("stock", []))
+    if "consumer" in stock:
+        appmod._Transport = faust_kafka.Transport  # type: ignore[misc]
+    if "schema" in stock:
+        appmod._RawSchema = lambda: None  # type: ignore[assignment,misc]  # topic(schema=None): the default
     extra = dict(variant.get("settings", {}))
     if variant.get("monitor") == "null":
         extra["monitor"] = _null_monitor()
@@ -168,30 +92,10 @@ def run_worker(argv: list[str]) -> None:
                 return real_app(*a, **{**kw, **extra})
 
         appmod.faust = _Faust()  # type: ignore[assignment]
-    if variant.get("agent") == "noack_events":
-        appmod._kind_agent = _noack_agent  # type: ignore[assignment]
-    if variant.get("schema") == "raw" or variant.get("drain") == "direct":
-        real_app2 = appmod.faust.App
-        schema_raw, drain_direct = variant.get("schema") == "raw", variant.get("drain") == "direct"
-
-        class _Faust2:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(faust, name)
-
-            @staticmethod
-            def App(*a: Any, **kw: Any) -> Any:  # noqa: N802
-                app = real_app2(*a, **kw)
-                if schema_raw:
-                    real_topic = app.topic
-                    app.topic = lambda *ta, **tkw: real_topic(*ta, **{**tkw, "schema": _raw_schema()})
-                if drain_direct:
-                    app.transport = _direct_drain_transport(app)
-                return app
-
-        appmod.faust = _Faust2()  # type: ignore[assignment]
     topology = Path(argv[argv.index("--topology") + 1])
     app = appmod.create_app(Settings.from_env(topology=topology))
-    print(f"# profile_faust worker variant {variant}, loop {type(app.loop).__module__}", file=sys.stderr, flush=True)
+    print(f"# profile_faust worker: variant {variant}; consumer {app.transport.Consumer.__name__}, "
+          f"loop {type(app.loop).__module__}", file=sys.stderr, flush=True)
     faust.Worker(app, loglevel="warning").execute_from_commandline()
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_kafka
+from mode.services import WaitResults
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.decode import RawMessage
@@ -42,10 +45,13 @@ def create_app(settings: Settings, topology: Topology | None = None) -> faust.Ap
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
     )
+    # before anything touches app.topics (which builds the default transport)
+    app.transport = _Transport(app.conf.broker_consumer, app)
     runtime = Runtime(settings, topology, Metrics.create(CollectorRegistry()))
     app.cityops_runtime = runtime  # type: ignore[attr-defined]
     for topic_name, kind in topology.input_topics().items():
-        topic = app.topic(topic_name, key_type=bytes, value_type=bytes, partitions=topology.spec.topics.partitions)
+        topic = app.topic(topic_name, key_type=bytes, value_type=bytes, partitions=topology.spec.topics.partitions,
+                          schema=_RawSchema())
         app.agent(topic, name=f"cityops.{kind}")(_kind_agent(runtime, kind))
     _add_pages(app, runtime)
 
@@ -59,6 +65,50 @@ def create_app(settings: Settings, topology: Topology | None = None) -> faust.Ap
         await runtime.close()
 
     return app
+
+
+class _InlineDeliveryConsumer(faust_kafka.Consumer):
+    """Faust's Kafka consumer without four asyncio tasks per message.
+
+    Faust's fetch loop (``Consumer._drain_messages``) hands every message to the
+    conductor with ``await self.wait_first(callback(message),
+    self.suspend_flow.wait())``: a race of the delivery against a rebalance's flow
+    suspension and the consumer's stop and crash events, which costs four tasks
+    and an ``asyncio.wait`` per message: about half of the worker's CPU per
+    reading in loadtest/bench_e2e.py (loadtest/profile_faust.py compares). When
+    none of those events is set the race can only end with the delivery, so this
+    awaits it directly; any other call goes to mode's ``wait_first``. If an event
+    is set while a delivery waits for room in a full stream buffer, the delivery
+    is not abandoned: it ends when the agent frees room, or it is cancelled with
+    the fetcher, which Faust stops on every revocation and at shutdown. Acks and
+    commits are not touched: offsets still move only through the agent's acks.
+    """
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
+        flow = self.suspend_flow
+        if (len(coros) == 2 and timeout is None and inspect.iscoroutine(coros[0]) and inspect.iscoroutine(coros[1])
+                and coros[1].cr_code.co_name == "wait" and inspect.getcoroutinelocals(coros[1]).get("self") is flow
+                and not (flow.is_set() or self.should_stop)):
+            coros[1].close()  # the flow.wait() we did not need
+            return WaitResults([coros[0]], [await coros[0]], False)
+        return await super().wait_first(*coros, timeout=timeout)
+
+
+class _Transport(faust_kafka.Transport):
+    Consumer = _InlineDeliveryConsumer
+
+
+class _RawSchema(faust.Schema[bytes, bytes]):
+    """Bytes in, bytes out, as with the raw codec, minus the codec registry's
+    per-message lookups (the agent reads event.message, not the event's key/value)."""
+
+    def compile(self, app: Any, **kwargs: Any) -> Callable[..., Any]:
+        event_cls = app.conf.Event
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            return event_cls(app, message.key, message.value, message.headers, message)
+
+        return decode
 
 
 def _kind_agent(runtime: Runtime, kind: str) -> Callable[[Any], Any]:
