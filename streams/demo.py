@@ -29,6 +29,7 @@ from rich.text import Text
 
 from sinks.base import Alert
 from streams.errors import CityOpsError
+from streams.kafka_clients import start_client
 from streams.settings import Settings
 from streams.tail import _COLUMNS, render
 from streams.topology import Topology
@@ -119,7 +120,7 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     consumer = AIOKafkaConsumer(topology.spec.topics.alerts, bootstrap_servers=settings.bootstrap,
                                 group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
-    await consumer.start()
+    await start_client(consumer, settings.bootstrap)
     await consumer.seek_to_end()
     worker = sim = None
     tally, stop, completed = DemoTally(), asyncio.Event(), False

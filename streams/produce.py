@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 from aiokafka import AIOKafkaProducer
+from streams.kafka_clients import start_client
 
 
 class _Keyed(msgspec.Struct):
@@ -52,7 +53,7 @@ def read_lines(path: Path) -> Iterator[bytes]:
 async def produce_file(bootstrap: str, topic: str, path: Path) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                 linger_ms=5, max_request_size=4 * 1024 * 1024)
-    await producer.start()
+    await start_client(producer, bootstrap)
     try:
         count = 0
         for line in read_lines(path):

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from sinks.base import Alert
+from streams.kafka_clients import start_client
 
 _STYLE = {"red": "bold white on red", "orange": "bold black on dark_orange", "yellow": "black on yellow", "blue": "white on blue"}
 _STATUS = {"firing": "FIRING", "updated": "UPDATE", "resolved": "CLEAR "}
@@ -34,7 +35,7 @@ async def tail_alerts(
                                 auto_offset_reset="earliest" if from_beginning else "latest")
     console = Console(highlight=False)
     seen = 0
-    await consumer.start()
+    await start_client(consumer, bootstrap)
     try:
         if not as_json:
             console.print(Text(_COLUMNS, style="bold underline"), soft_wrap=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from streams.kafka_clients import start_client
 from streams.sim.engine import SimOptions, Simulation
 from streams.sim.messages import SimMessage
 from streams.topology import DEFAULT_TOPOLOGY, Topology, load_topology
@@ -190,7 +191,7 @@ async def _start_producer(bootstrap: str) -> Any:
 
     # idempotence keeps a sensor's readings in order even when a batch is retried
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024, acks="all", enable_idempotence=True)
-    await producer.start()
+    await start_client(producer, bootstrap)
     return producer
 
 
