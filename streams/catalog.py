@@ -124,14 +124,19 @@ class SensorIndex:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def lookup(self, sensor_ids: Sequence[str]) -> tuple[list[int], int]:
-        """Indices for ``sensor_ids``, adding unknown ones; also how many were new."""
-        before = len(self._ids)
+    def lookup(self, sensor_ids: Sequence[str], max_unknown: int | None = None) -> list[int]:
+        """Indices for ``sensor_ids``, adding unknown ones in order of appearance.
+
+        With ``max_unknown``, at most that many sensors outside the catalog are
+        ever added (their state is per-sensor memory); the rest get -1."""
         index = self._index
-        for sid in [s for s in dict.fromkeys(sensor_ids) if s not in index]:
+        new = [s for s in dict.fromkeys(sensor_ids) if s not in index]
+        if max_unknown is not None:
+            new = new[: max(0, max_unknown - (len(self._ids) - self.n_known))]
+        for sid in new:
             index[sid] = len(self._ids)
             self._ids.append(sid)
-        return [index[sid] for sid in sensor_ids], len(self._ids) - before
+        return [index.get(sid, -1) for sid in sensor_ids]
 
     def sensor_id(self, idx: int) -> str:
         return self._ids[idx]

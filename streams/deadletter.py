@@ -28,6 +28,7 @@ class Reason(enum.Enum):
     TS_FUTURE = "ts_future"
     TS_PAST = "ts_past"
     KIND_MISMATCH = "kind_mismatch"
+    UNKNOWN_SENSOR_LIMIT = "unknown_sensor_limit"
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,8 +154,13 @@ class KindDecoder:
             msg, j = origins[row]
             dead.append(DeadLetter.of(msg, reject[0][row], reject[1][row], reading_index=j))
         keep = np.flatnonzero(reject[0] == "")
-        sensor_idx, _ = index.lookup([sensor_ids[i] for i in keep])
-        unknown = int(np.count_nonzero(np.asarray(sensor_idx, np.int64) >= index.n_known)) if len(keep) else 0
+        found = np.asarray(index.lookup([sensor_ids[i] for i in keep], self._limits.max_unknown_sensors), np.int64)
+        for row in keep[found < 0]:
+            msg, j = origins[row]
+            detail = f"sensor {sensor_ids[row]!r} is not in the catalog and input.max_unknown_sensors={self._limits.max_unknown_sensors} are already tracked; add it to the catalog"
+            dead.append(DeadLetter.of(msg, Reason.UNKNOWN_SENSOR_LIMIT, detail, reading_index=j))
+        keep, sensor_idx = keep[found >= 0], found[found >= 0]
+        unknown = int(np.count_nonzero(sensor_idx >= index.n_known))
         flags = np.fromiter((FLAG_CODE[readings[i].flag] for i in keep), np.uint8, count=len(keep))
         batch = _long_format(values[keep], event_ms[keep], np.asarray(sensor_idx, np.int32), flags)
         return DecodedBatch(batch=batch, dead=dead, n_readings=len(keep), n_unknown_sensors=unknown)

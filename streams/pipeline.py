@@ -155,7 +155,7 @@ class KindPipeline:
             evaluator.level[:] = 0
         restored = 0
         sensors_needed = [a.sensor_id for a in active if a.kind == self.kind and a.rule in rules]
-        idx, _ = self.index.lookup(sensors_needed)
+        idx = self.index.lookup(sensors_needed)
         self._grow()
         for a, sensor_idx in zip([a for a in active if a.kind == self.kind and a.rule in rules], idx, strict=True):
             ev = rules[a.rule]

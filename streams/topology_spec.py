@@ -56,6 +56,7 @@ class InputSpec(_Model):
     max_message_bytes: PositiveInt = 262_144
     max_future_skew_s: Annotated[float, Field(ge=0)] = 300.0
     max_age_s: Annotated[float, Field(gt=0)] = 30 * 86_400.0
+    max_unknown_sensors: PositiveInt = 100_000  # per kind: bounds per-sensor state memory
 
 
 class DepartmentSpec(_Model):

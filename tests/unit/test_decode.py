@@ -165,3 +165,14 @@ def test_random_corruption_never_raises_and_every_unparsable_message_is_dead_let
         except ValueError:
             assert msg.offset in dead_offsets, msg.value
     assert out.n_readings + len(out.dead) >= len(messages) - sum(1 for d in out.dead if d.reading_index is not None)
+
+
+def test_unknown_sensors_are_capped_to_bound_state_memory() -> None:
+    decoder = KindDecoder("air", AIR, InputSpec(max_unknown_sensors=2), {})
+    index = _index()
+    first = decoder.decode([_msg(json.dumps(_reading(s))) for s in ("U1", "U2", "DG-AQ-0001")], index, NOW_MS)
+    assert first.dead == [] and first.n_unknown_sensors == 2
+    later = decoder.decode([_msg(json.dumps(_reading(s)), offset=9) for s in ("U3", "U1", "DG-AQ-0001")], index, NOW_MS)
+    assert [(d.reason, d.offset) for d in later.dead] == [("unknown_sensor_limit", 9)]
+    assert "add it to the catalog" in later.dead[0].detail
+    assert later.n_readings == 2 and len(index) == 3
