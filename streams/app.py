@@ -48,7 +48,6 @@ def create_app(settings: Settings, topology: Topology | None = None) -> faust.Ap
     # before anything touches app.topics (which builds the default transport)
     app.transport = _Transport(app.conf.broker_consumer, app)
     runtime = Runtime(settings, topology, Metrics.create(CollectorRegistry()))
-    app.cityops_runtime = runtime  # type: ignore[attr-defined]
     for topic_name, kind in topology.input_topics().items():
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes, partitions=topology.spec.topics.partitions,
                           schema=_RawSchema())

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from streams.errors import CityOpsError
+
+if TYPE_CHECKING:
+    from streams.stack import StackStatus
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="cityops: city sensor readings -> alarms, through Kafka.")
 stack_app = typer.Typer(no_args_is_help=True, help="The local stack: real Kafka (KRaft) + Redis.")
@@ -51,8 +54,8 @@ def stack_status() -> None:
     raise typer.Exit(0 if status.all_running else 1)
 
 
-def _print_status(status: object) -> None:
-    for service in (status.kafka, status.redis):  # type: ignore[attr-defined]
+def _print_status(status: StackStatus) -> None:
+    for service in (status.kafka, status.redis):
         state = "running" if service.running else "stopped"
         pid = f" pid {service.pid}" if service.pid else ""
         typer.echo(f"{service.name:<6} {state:<8} {service.address}{pid}  {service.detail}".rstrip())
