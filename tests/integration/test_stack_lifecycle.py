@@ -18,7 +18,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams import stack
-from streams.stack import StackConfig
+from streams.stack import StackConfig, procs
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def test_up_status_produce_noop_down_restart(cfg: StackConfig) -> None:
     assert (after.kafka.detail, after.redis.detail) == ("stopped", "stopped")
     assert not (cfg.root / "kafka" / "kafka.pid").exists()
     assert not (cfg.root / "redis" / "redis.pid").exists()
-    assert not stack._pid_alive(st.kafka.pid or 0) and not stack._pid_alive(st.redis.pid or 0)
+    assert not procs._pid_alive(st.kafka.pid or 0) and not procs._pid_alive(st.redis.pid or 0)
 
     # Data survives a restart: the Kafka log and Redis' append-only file.
     assert stack.up(cfg, [(TOPIC, 2)], log=lambda _: None).all_running

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from streams import stack
-from streams.stack import StackConfig, StackError
+from streams.stack import StackConfig, StackError, health, kafka, prereqs, procs, topics
 
 
 def free_port() -> int:
@@ -130,7 +130,7 @@ def test_redis_command(cfg: StackConfig) -> None:
 
 def test_pom_resource() -> None:
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    root = ET.fromstring(stack._resource_text("pom.xml"))
+    root = ET.fromstring(kafka._resource_text("pom.xml"))
     found = root.iterfind(".//m:dependency", ns)
     deps = {d.findtext("m:artifactId", namespaces=ns): d for d in found}
     assert set(deps) == {"kafka_2.13", "log4j-slf4j-impl", "log4j-api", "log4j-core"}
@@ -141,7 +141,7 @@ def test_pom_resource() -> None:
 
 
 def test_log4j2_resource() -> None:
-    text = stack._resource_text("log4j2.properties")
+    text = kafka._resource_text("log4j2.properties")
     assert "appender.out.type = Console" in text
     assert "shutdownHook = disable" in text
 
@@ -162,13 +162,13 @@ def test_cluster_id_shape() -> None:
     ("something else", None),
 ])  # fmt: skip
 def test_java_major(text: str, major: int | None) -> None:
-    assert stack._java_major(text) == major
+    assert prereqs._java_major(text) == major
 
 
 def test_missing_java(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(StackError, match=r"Java 17\+ is required.*apt-get install -y openjdk-17"):
-        stack._require_java()
+        prereqs._require_java()
 
 
 def test_old_java(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,13 +176,13 @@ def test_old_java(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = SimpleNamespace(stdout="", stderr='openjdk version "11.0.2" 2019-01-15')
     monkeypatch.setattr("subprocess.run", lambda *a, **k: fake)
     with pytest.raises(StackError, match=r"Java 11.*openjdk-17"):
-        stack._require_java()
+        prereqs._require_java()
 
 
 def test_missing_maven_when_jars_needed(cfg: StackConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(StackError, match=r"Maven is required.*apt-get install -y maven"):
-        stack._fetch_jars(cfg, log=lambda _: None)
+        kafka._fetch_jars(cfg, log=lambda _: None)
 
 
 def test_no_maven_needed_when_jars_present(
@@ -192,7 +192,7 @@ def test_no_maven_needed_when_jars_present(
     lib.mkdir(parents=True)
     (lib / ".kafka-version").write_text(stack.KAFKA_VERSION + "\n")
     monkeypatch.setattr("shutil.which", lambda name: None)
-    stack._fetch_jars(cfg, log=lambda _: None)  # no error: nothing to fetch
+    kafka._fetch_jars(cfg, log=lambda _: None)  # no error: nothing to fetch
 
 
 def _fake_maven(version: str) -> Any:
@@ -215,8 +215,8 @@ def test_other_version_in_lib_is_replaced_not_mixed(
     (lib / ".kafka-version").write_text("3.9.1\n")
     (lib / "kafka_2.13-3.9.1.jar").write_bytes(b"")
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(stack, "_run_maven", _fake_maven(stack.KAFKA_VERSION))
-    stack._fetch_jars(cfg, log=lambda _: None)
+    monkeypatch.setattr(kafka, "_run_maven", _fake_maven(stack.KAFKA_VERSION))
+    kafka._fetch_jars(cfg, log=lambda _: None)
     assert (lib / ".kafka-version").read_text().strip() == stack.KAFKA_VERSION
     assert not list(lib.glob("*3.9.1*"))
     assert (lib / f"kafka_2.13-{stack.KAFKA_VERSION}.jar").exists()
@@ -227,9 +227,9 @@ def test_incomplete_maven_result_is_an_error(
     cfg: StackConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(stack, "_run_maven", _fake_maven("4.0.0"))  # wrong jars
+    monkeypatch.setattr(kafka, "_run_maven", _fake_maven("4.0.0"))  # wrong jars
     with pytest.raises(StackError, match="jars are missing"):
-        stack._fetch_jars(cfg, log=lambda _: None)
+        kafka._fetch_jars(cfg, log=lambda _: None)
     assert not (cfg.kafka_dir / "lib").exists()
 
 
@@ -238,7 +238,7 @@ def test_redis_install_failure_tells_the_command(monkeypatch: pytest.MonkeyPatch
     failed = subprocess.CompletedProcess(["apt-get"], 100, "", "E: Unable to locate package")
     monkeypatch.setattr("subprocess.run", lambda *a, **k: failed)
     with pytest.raises(StackError, match="apt-get install -y redis-server") as err:
-        stack._require_redis_server(log=lambda _: None)
+        prereqs._require_redis_server(log=lambda _: None)
     assert "Unable to locate package" in str(err.value)
 
 
@@ -274,7 +274,7 @@ def test_status_never_raises(cfg: StackConfig, monkeypatch: pytest.MonkeyPatch) 
     def boom(_: Any) -> None:
         raise RuntimeError("proc unreadable")
 
-    monkeypatch.setattr(stack, "_kafka_pid", boom)
+    monkeypatch.setattr(health, "_kafka_pid", boom)  # where status() looks it up
     st = stack.status(cfg)
     assert not st.kafka.running and "proc unreadable" in st.kafka.detail
 
@@ -282,6 +282,7 @@ def test_status_never_raises(cfg: StackConfig, monkeypatch: pytest.MonkeyPatch) 
 def test_up_refuses_a_foreign_port(
     tmp_path: Path, listener: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # up() lives in streams/stack/__init__.py and looks these up in the package namespace
     monkeypatch.setattr(stack, "_require_java", lambda: "/usr/bin/java")
     monkeypatch.setattr(stack, "_require_redis_server", lambda log: "/usr/bin/redis-server")
     port = listener.getsockname()[1]
@@ -314,7 +315,7 @@ def test_kafka_failure_shows_last_20_lines(cfg: StackConfig) -> None:
     out = cfg.root / "kafka" / "logs" / "server.out"
     out.parent.mkdir(parents=True)
     out.write_text("".join(f"line {i}\n" for i in range(50)))
-    msg = str(stack._kafka_failure(cfg, "the broker exited with code 1", "Fix it."))
+    msg = str(kafka._kafka_failure(cfg, "the broker exited with code 1", "Fix it."))
     assert "line 30" in msg and "line 49" in msg and "line 29" not in msg
 
 
@@ -323,20 +324,20 @@ def test_kafka_failure_shows_last_20_lines(cfg: StackConfig) -> None:
 
 def test_poll_respects_deadline() -> None:
     start = time.monotonic()
-    assert not stack._poll(lambda: False, start + 0.3, interval_s=0.05)
+    assert not procs._poll(lambda: False, start + 0.3, interval_s=0.05)
     assert 0.3 <= time.monotonic() - start < 1.0
-    assert stack._poll(lambda: True, start - 10)
+    assert procs._poll(lambda: True, start - 10)
 
 
 def test_pid_alive_treats_exited_child_as_dead() -> None:
-    assert stack._pid_alive(os.getpid())
+    assert procs._pid_alive(os.getpid())
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    assert stack._poll(lambda: not stack._pid_alive(proc.pid), time.monotonic() + 10)
+    assert procs._poll(lambda: not procs._pid_alive(proc.pid), time.monotonic() + 10)
 
 
 def test_listener_pid_finds_us(listener: socket.socket) -> None:
-    assert stack._listener_pid(listener.getsockname()[1]) == os.getpid()
-    assert stack._listener_pid(free_port()) is None
+    assert procs._listener_pid(listener.getsockname()[1]) == os.getpid()
+    assert procs._listener_pid(free_port()) is None
 
 
 async def test_run_async_inside_a_running_loop() -> None:
@@ -344,19 +345,19 @@ async def test_run_async_inside_a_running_loop() -> None:
         await asyncio.sleep(0)
         return 42
 
-    assert stack._run_async(answer()) == 42
+    assert procs._run_async(answer()) == 42
 
 
 def test_topic_errors() -> None:
     ok = SimpleNamespace(topic_errors=[("a", 0, None), ("b", 36, "exists")])
-    stack._raise_topic_errors(ok)
+    topics._raise_topic_errors(ok)
     bad = SimpleNamespace(topic_errors=[("c", 37, "Number of partitions is invalid.")])
     with pytest.raises(StackError, match="'c'.*partitions is invalid"):
-        stack._raise_topic_errors(bad)
+        topics._raise_topic_errors(bad)
 
 
 def test_topics_ready() -> None:
     led = {"error_code": 0, "partitions": [{"leader": 1}, {"leader": 1}]}
-    assert stack._topics_ready([led])
-    assert not stack._topics_ready([{"error_code": 0, "partitions": [{"leader": -1}]}])
-    assert not stack._topics_ready([{"error_code": 3, "partitions": []}])
+    assert topics._topics_ready([led])
+    assert not topics._topics_ready([{"error_code": 0, "partitions": [{"leader": -1}]}])
+    assert not topics._topics_ready([{"error_code": 3, "partitions": []}])
