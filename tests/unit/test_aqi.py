@@ -20,11 +20,11 @@ from detectors.aqi import (
     aqi_level,
     iaqi,
 )
-from detectors.base import FLAG_CODE, DetectorContext, ReadingBatch
+from detectors.base import DetectorContext, ReadingBatch
 from detectors.registry import build_detector
+from tests.unit.batches import make_batch
 
 AIR = DetectorContext(quantities=("pm25", "pm10", "no2", "so2", "o3", "co"))
-Q = {name: i for i, name in enumerate(AIR.quantities)}
 
 # HJ 633-2012 Table 1: IAQI -> concentration limit (µg/m³; CO mg/m³).
 STANDARD_IAQI = (0, 50, 100, 150, 200, 300, 400, 500)
@@ -42,18 +42,8 @@ STANDARD_TABLE = {
 }
 
 
-def batch(
-    reading_idx: list[int], quantity: list[str], value: list[float], flag: list[str]
-) -> ReadingBatch:
-    n = len(value)
-    return ReadingBatch(
-        sensor_idx=np.zeros(n, np.int32),
-        reading_idx=np.array(reading_idx, np.int32),
-        event_time_ms=np.arange(n, dtype=np.int64),
-        quantity_idx=np.array([Q[q] for q in quantity], np.int16),
-        value=np.array(value, np.float64),
-        flag=np.array([FLAG_CODE[f] for f in flag], np.uint8),
-    )
+def batch(reading_idx: list[int], quantity: list[str], value: list[float], flag: list[str]) -> ReadingBatch:
+    return make_batch(AIR, reading_idx, quantity, value, flag)
 
 
 def one(pollutant: str, c: float, averaging: str) -> float:

@@ -11,30 +11,20 @@ import pytest
 import yaml
 
 from detectors.aqi import AqiHj633
-from detectors.base import FLAG_CODE, HJ212_FLAGS, DetectorContext, ReadingBatch
+from detectors.base import HJ212_FLAGS, DetectorContext, ReadingBatch
 from detectors.hj212_flag import Hj212Flag
 from detectors.quantity_value import QuantityValue
 from detectors.registry import DETECTORS, build_detector
+from tests.unit.batches import make_batch
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "topology.yaml"
 HAZMAT = DetectorContext(
     quantities=("gas_lel", "gas_ppm", "level_pct", "pressure_kpa", "temperature_c")
 )
-Q = {name: i for i, name in enumerate(HAZMAT.quantities)}
 
 
-def batch(
-    reading_idx: list[int], quantity: list[str], value: list[float], flag: list[str]
-) -> ReadingBatch:
-    n = len(value)
-    return ReadingBatch(
-        sensor_idx=np.zeros(n, np.int32),
-        reading_idx=np.array(reading_idx, np.int32),
-        event_time_ms=np.arange(n, dtype=np.int64),
-        quantity_idx=np.array([Q[q] for q in quantity], np.int16),
-        value=np.array(value, np.float64),
-        flag=np.array([FLAG_CODE[f] for f in flag], np.uint8),
-    )
+def batch(reading_idx: list[int], quantity: list[str], value: list[float], flag: list[str]) -> ReadingBatch:
+    return make_batch(HAZMAT, reading_idx, quantity, value, flag)
 
 
 def snapshot(b: ReadingBatch) -> dict[str, Any]:
