@@ -92,14 +92,12 @@ def simulate(
 ) -> None:
     """Simulate Dongguan's sensors, with scripted incidents and their ground truth."""
     from streams.settings import Settings
-    from streams.sim.runner import SimOptions, run
-    from streams.topology import load_topology
+    from streams.sim.runner import SimOptions
+    from streams.sim.runner import simulate as run_simulation
 
-    topo = load_topology(topology)
     opts = SimOptions(rate=rate, duration_s=duration, seed=seed, scenario=scenario, speed=speed)
     bootstrap = None if out else Settings.from_env().bootstrap
-    summary = asyncio.run(run(topo, opts, bootstrap=bootstrap, out=out, truth_out=truth, pace=not no_pace))
-    typer.echo(str(summary))
+    typer.echo(str(run_simulation(topology, opts, bootstrap, out, truth, pace=not no_pace)))
 
 
 @app.command()

@@ -105,33 +105,33 @@ class KindPipeline:
     def _alerts(
         self, ev: RouteEvaluator, batch: ReadingBatch, t: Transitions, measure: str, now_ms: int
     ) -> list[Alert]:
-        out = []
-        for i, row in enumerate(t.rows.tolist()):
-            prev, cur = int(t.previous[i]), int(t.current[i])
-            status: Status = "firing" if prev == 0 else ("resolved" if cur == 0 else "updated")
-            out.append(self._alert(ev.spec, int(batch.sensor_idx[row]), int(batch.event_time_ms[row]),
-                                   status, max(cur, prev) if cur == 0 else cur, float(t.score[i]),
-                                   float(t.threshold[i]), prev, measure, now_ms))
-        return out
+        return [
+            self._alert(ev.spec, int(batch.sensor_idx[row]), int(batch.event_time_ms[row]), int(t.previous[i]),
+                        int(t.current[i]), float(t.score[i]), float(t.threshold[i]), measure, now_ms)
+            for i, row in enumerate(t.rows.tolist())
+        ]
 
     def _alert(
-        self, route: RouteSpec, sensor_idx: int, event_ms: int, status: Status, level: int,
-        score: float, threshold: float, previous: int, measure: str, now_ms: int,
+        self, route: RouteSpec, sensor_idx: int, event_ms: int, previous: int, current: int,
+        score: float, threshold: float, measure: str, now_ms: int,
     ) -> Alert:
+        """One level change as an alarm event; a cleared alarm reports the level it left."""
+        status: Status = "firing" if previous == 0 else ("resolved" if current == 0 else "updated")
+        severity = route.levels[(current or previous) - 1].severity
         sensor_id = self.index.sensor_id(sensor_idx)
         info = self._sensors[sensor_idx]
-        severity = route.levels[level - 1].severity
+        site_id = info.site_id if info else sensor_id
+        district = info.district if info else "unknown"
         alarm_key = f"{sensor_id}:{route.rule}"
         fields = {
-            "rule": route.rule, "sensor_id": sensor_id, "site_id": info.site_id if info else sensor_id,
-            "district": info.district if info else "unknown", "value": score, "threshold": threshold,
-            "severity": severity.value, "status": status,
+            "rule": route.rule, "sensor_id": sensor_id, "site_id": site_id, "district": district,
+            "value": score, "threshold": threshold, "severity": severity.value, "status": status,
         }
         return Alert(
-            alert_id=alert_id(alarm_key, status, event_ms, previous, level if status != "resolved" else 0),
+            alert_id=alert_id(alarm_key, status, event_ms, previous, current),
             alarm_key=alarm_key, status=status, severity=severity.value, level=severity.colour,
-            rule=route.rule, kind=self.kind, sensor_id=sensor_id, site_id=str(fields["site_id"]),
-            district=str(fields["district"]), lat=info.lat if info else None, lon=info.lon if info else None,
+            rule=route.rule, kind=self.kind, sensor_id=sensor_id, site_id=site_id, district=district,
+            lat=info.lat if info else None, lon=info.lon if info else None,
             quantity=measure, value=score, threshold=threshold, score=score,
             event_ts=self._iso(event_ms), event_time_ms=event_ms, detected_at=self._iso(now_ms),
             departments=self._departments(route, info),
@@ -154,10 +154,10 @@ class KindPipeline:
         for evaluator in rules.values():
             evaluator.level[:] = 0
         restored = 0
-        sensors_needed = [a.sensor_id for a in active if a.kind == self.kind and a.rule in rules]
-        idx = self.index.lookup(sensors_needed)
+        mine = [a for a in active if a.kind == self.kind and a.rule in rules]
+        idx = self.index.lookup([a.sensor_id for a in mine])
         self._grow()
-        for a, sensor_idx in zip([a for a in active if a.kind == self.kind and a.rule in rules], idx, strict=True):
+        for a, sensor_idx in zip(mine, idx, strict=True):
             ev = rules[a.rule]
             ranks = [lvl.severity.value for lvl in ev.spec.levels]
             if a.severity in ranks:
