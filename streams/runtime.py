@@ -10,6 +10,7 @@ same alert ids (deterministic), so consumers de-duplicate, and nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -67,11 +68,15 @@ class Runtime:
             await self._restore()
 
     async def _restore(self) -> None:
-        for kind, pipeline in self.pipelines.items():
-            async with self._kind_locks[kind]:
-                restored = pipeline.restore(await self.board.active())
-            self.metrics.active_alarms.labels(kind).set(restored)
-            log.info("restored %d live %s alarms from Redis", restored, kind)
+        """One read of the board, applied while no batch of any kind is in flight."""
+        async with contextlib.AsyncExitStack() as held:
+            for lock in self._kind_locks.values():  # always in the same order: no deadlock
+                await held.enter_async_context(lock)
+            active = await self.board.active()
+            for kind, pipeline in self.pipelines.items():
+                restored = pipeline.restore(active)
+                self.metrics.active_alarms.labels(kind).set(restored)
+                log.info("restored %d live %s alarms from Redis", restored, kind)
 
     async def handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
         await self.start()
