@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from sinks.base import Alert
 
@@ -45,7 +46,11 @@ class RedisAlarmBoard:
         return [Alert.from_json(item) for item in raw]
 
     async def ping(self) -> bool:
-        return bool(await self._redis.ping())
+        """True when Redis answers; False (not an exception) when it is down."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
 
     async def close(self) -> None:
         await self._redis.aclose()

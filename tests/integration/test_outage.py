@@ -6,6 +6,8 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,14 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.kill()
 
 
+def _health_status(worker: WorkerProcess) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/healthz", timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
 def _gas(sensor: str, value: float, ts: int) -> tuple[bytes, bytes]:
     return sensor.encode(), json.dumps({"sensor_id": sensor, "ts": ts, "values": {"gas_lel": value}}).encode()
 
@@ -86,6 +96,7 @@ async def test_redis_outage_delays_alarms_and_loses_none(
         await reader.until(lambda recs: statuses(recs) == ["firing"], 60, "the first alarm", alive=worker)
 
         own_redis.kill()  # the live board goes away mid-stream
+        wait_for(lambda: _health_status(worker) == 503, 10, "/healthz to report Redis down")
         await produce(stack_cfg.bootstrap, topic, [_gas(sensor, 60.0, t0 + 1000)])
         wait_for(lambda: 'cityops_sink_retries_total{kind="hazmat",sink="RedisAlarmBoard"}' in worker.metrics(), 30,
                  "the worker to retry the Redis write")
