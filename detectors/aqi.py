@@ -20,6 +20,7 @@ from detectors.base import (
     IntArray,
     ReadingBatch,
     Scores,
+    Stateless,
 )
 
 STANDARD: Final = "HJ 633-2012"  # published 2012-02-29, in force nationally 2016-01-01
@@ -145,7 +146,7 @@ def _interpolate(bp: FloatArray, c: FloatArray) -> FloatArray:
     return out
 
 
-class AqiHj633:
+class AqiHj633(Stateless):
     """AQI per reading from its normal-flag pollutant rows; row = primary pollutant."""
 
     def __init__(self, context: DetectorContext, *, averaging: str = "1h") -> None:
@@ -166,7 +167,7 @@ class AqiHj633:
             )
             raise ValueError(msg)
 
-    def score(self, batch: ReadingBatch) -> Scores:
+    def score_and_update(self, batch: ReadingBatch) -> Scores:
         # HJ 212: only N (normal) data may raise pollution alarms.
         pollutant = self._pollutant_of[batch.quantity_idx]
         rows = np.flatnonzero((pollutant >= 0) & (batch.flag == FLAG_NORMAL))

@@ -8,9 +8,9 @@ so per-sensor scans are contiguous.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -69,31 +69,88 @@ class Scores:
     """What a detector says about a batch.
 
     ``rows`` index into the batch the detector was given; ``score`` is what the
-    route thresholds compare against (an AQI, a %LEL, a flag severity...);
+    route thresholds compare against (an AQI, a %LEL, a z-score, 0..1...);
     ``measure`` names it in alarms ("aqi", "gas_lel", "hj212_flag").
+
+    A detector may also speak about sensors that sent nothing (``no_signal``):
+    such entries have row -1 and carry their own ``sensor_idx`` and
+    ``event_time_ms``; otherwise both are None and come from the batch rows.
     """
 
     rows: IntArray
     score: FloatArray
     measure: str
+    sensor_idx: Int32Array | None = None
+    event_time_ms: IntArray | None = None
 
     @classmethod
     def none(cls, measure: str) -> Scores:
         return cls(rows=np.zeros(0, np.int64), score=np.zeros(0, np.float64), measure=measure)
 
+    def sensors_and_times(self, batch: ReadingBatch) -> tuple[Int32Array, IntArray]:
+        """Sensor index and event time of every entry."""
+        if self.sensor_idx is not None and self.event_time_ms is not None:
+            return self.sensor_idx, self.event_time_ms
+        return batch.sensor_idx[self.rows], batch.event_time_ms[self.rows]
+
 
 @dataclass(frozen=True, slots=True)
 class DetectorContext:
-    """What a detector may know about the world besides the batch."""
+    """What a detector may know about the world besides the batch.
+
+    Sensor metadata is in dense-index order for the catalog's sensors; sensors
+    first seen at runtime have no metadata (their index is past these tuples).
+    """
 
     quantities: tuple[str, ...]  # the kind's quantity catalog, in quantity_idx order
+    quantity_ranges: tuple[tuple[float, float], ...] = ()  # physical (min, max) per quantity
+    expected_period_s: float = 60.0  # how often a sensor of this kind reports
+    utc_offset_s: int = 8 * 3600  # the city's clock, for hour-of-day profiles
+    sensor_ids: tuple[str, ...] = ()
+    site_ids: tuple[str, ...] = ()
+    site_names: tuple[str, ...] = ()
+    limits: tuple[Mapping[str, float], ...] = field(default=())
 
 
 class Detector(Protocol):
-    """A vectorized detector: a whole batch in, one score per selected row out.
+    """A vectorized, stateful detector: a whole batch in, one score per selected row out.
 
     Implementations never loop over rows in Python, never read the wall clock,
-    never mutate the batch, and never return NaN.
+    never mutate the batch, and never return NaN. Per-sensor state lives in
+    numpy arrays indexed by ``sensor_idx``; scores do not depend on how the
+    stream is cut into batches.
     """
 
-    def score(self, batch: ReadingBatch) -> Scores: ...
+    def score_and_update(self, batch: ReadingBatch) -> Scores: ...
+
+    def resize(self, n_sensors: int) -> None:
+        """Make room for sensor indices below ``n_sensors`` (new sensors at runtime)."""
+
+    def snapshot(self, sensors: IntArray | None = None) -> dict[str, npt.NDArray[np.generic]]:
+        """Copies of the state, of all sensors or of ``sensors`` (first axis follows it)."""
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[np.generic]], sensors: IntArray | None = None) -> None:
+        """Load what ``snapshot`` gave; ValueError when it does not fit this detector."""
+
+    @classmethod
+    def test_params(cls) -> Iterator[dict[str, Any]]:
+        """Extra parameter sets for the contract suite."""
+
+
+class Stateless:
+    """For detectors whose score depends on the reading alone: nothing to keep."""
+
+    def resize(self, n_sensors: int) -> None:
+        return None
+
+    def snapshot(self, sensors: IntArray | None = None) -> dict[str, npt.NDArray[np.generic]]:
+        return {}
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[np.generic]], sensors: IntArray | None = None) -> None:
+        if arrays:
+            msg = f"snapshot arrays do not match: unexpected {sorted(arrays)}"
+            raise ValueError(msg)
+
+    @classmethod
+    def test_params(cls) -> Iterator[dict[str, Any]]:
+        yield from ()

@@ -12,7 +12,7 @@ from typing import Final
 
 import numpy as np
 
-from detectors.base import FLAG_CODE, HJ212_FLAGS, DetectorContext, ReadingBatch, Scores
+from detectors.base import DetectorContext, FLAG_CODE, HJ212_FLAGS, ReadingBatch, Scores, Stateless
 
 MEASURE: Final = "hj212_flag"
 MAX_SEVERITY: Final = 9
@@ -23,7 +23,7 @@ DEFAULT_SEVERITY_BY_FLAG: Final[Mapping[str, int]] = MappingProxyType(
 )
 
 
-class Hj212Flag:
+class Hj212Flag(Stateless):
     """One row per reading (its first row in the batch), score = flag severity."""
 
     def __init__(
@@ -39,7 +39,7 @@ class Hj212Flag:
         for flag, severity in self.severity_by_flag.items():
             self._severity_of_code[FLAG_CODE[flag]] = severity
 
-    def score(self, batch: ReadingBatch) -> Scores:
+    def score_and_update(self, batch: ReadingBatch) -> Scores:
         # Every reading is returned, severity 0 included: routes clear alarms on it.
         _, first = np.unique(batch.reading_idx, return_index=True)
         rows = np.sort(first).astype(np.int64)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.base import FLAG_NORMAL, DetectorContext, ReadingBatch, Scores
+from detectors.base import DetectorContext, FLAG_NORMAL, ReadingBatch, Scores, Stateless
 
 
-class QuantityValue:
+class QuantityValue(Stateless):
     """Score = value of ``quantity`` on its normal-flag rows; measure = ``quantity``."""
 
     def __init__(self, context: DetectorContext, *, quantity: str) -> None:
@@ -24,7 +24,7 @@ class QuantityValue:
         self.quantity = quantity
         self._quantity_idx = context.quantities.index(quantity)
 
-    def score(self, batch: ReadingBatch) -> Scores:
+    def score_and_update(self, batch: ReadingBatch) -> Scores:
         # HJ 212: non-N data raise equipment alarms (hj212_flag), never value alarms.
         mask = (batch.quantity_idx == self._quantity_idx) & (batch.flag == FLAG_NORMAL)
         rows = np.flatnonzero(mask).astype(np.int64)

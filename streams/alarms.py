@@ -34,7 +34,9 @@ NEVER_MS = np.iinfo(np.int64).min
 class Transitions:
     """Rows (into the batch) where a sensor's level changed, in batch order."""
 
-    rows: IntArray
+    rows: IntArray  # -1 for entries about sensors that sent nothing (see Scores)
+    sensor_idx: npt.NDArray[np.int32]
+    event_time_ms: IntArray
     previous: Int8Array  # 0 = no alarm, k = the k-th level of the route
     current: Int8Array
     score: npt.NDArray[np.float64]
@@ -77,18 +79,19 @@ class RouteEvaluator:
 
     def evaluate(self, batch: ReadingBatch, scores: Scores) -> Transitions:
         rows = scores.rows
-        sensor = batch.sensor_idx[rows]
+        sensor, event_ms = scores.sensors_and_times(batch)
         signed = self._sign * scores.score
         points = self._setpoints[:, sensor]  # (levels, rows)
         crossed = (signed >= points).sum(axis=0).astype(np.int8)
         held = (signed + self.spec.deadband >= points).sum(axis=0).astype(np.int8)
-        event_ms = batch.event_time_ms[rows]
         previous, current, late = _scan_levels(self.level, self.last_event_ms, sensor, event_ms, crossed, held)
         changed = np.flatnonzero(previous != current)
         reached = np.maximum(current[changed], previous[changed])  # the level entered, or the one left
         threshold = self._sign * points[reached - 1, changed] if changed.size else np.zeros(0)
         return Transitions(
             rows=rows[changed],
+            sensor_idx=sensor[changed],
+            event_time_ms=event_ms[changed],
             previous=previous[changed],
             current=current[changed],
             score=scores.score[changed],

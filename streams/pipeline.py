@@ -87,28 +87,28 @@ class KindPipeline:
             self._sensors.extend([None] * (len(self.index) - len(self._sensors)))
             for route in self.routes:
                 route.evaluator.resize(self._sensors)
+            for detector in self.detectors.values():
+                detector.resize(len(self._sensors))
 
     def _detect(self, batch: ReadingBatch, now_ms: int, late: dict[str, int]) -> list[Alert]:
         if len(batch) == 0:
             return []
-        scores = {name: det.score(batch) for name, det in self.detectors.items()}
+        scores = {name: det.score_and_update(batch) for name, det in self.detectors.items()}
         alerts: list[Alert] = []
         for route in self.routes:
             found = scores[route.detector]
             changes = route.evaluator.evaluate(batch, found)
             if changes.n_late:
                 late[route.evaluator.spec.rule] = changes.n_late
-            alerts.extend(self._alerts(route.evaluator, batch, changes, found.measure, now_ms))
+            alerts.extend(self._alerts(route.evaluator, changes, found.measure, now_ms))
         alerts.sort(key=lambda a: (a.event_time_ms, a.alarm_key))
         return alerts
 
-    def _alerts(
-        self, ev: RouteEvaluator, batch: ReadingBatch, t: Transitions, measure: str, now_ms: int
-    ) -> list[Alert]:
+    def _alerts(self, ev: RouteEvaluator, t: Transitions, measure: str, now_ms: int) -> list[Alert]:
         return [
-            self._alert(ev.spec, int(batch.sensor_idx[row]), int(batch.event_time_ms[row]), int(t.previous[i]),
+            self._alert(ev.spec, int(t.sensor_idx[i]), int(t.event_time_ms[i]), int(t.previous[i]),
                         int(t.current[i]), float(t.score[i]), float(t.threshold[i]), measure, now_ms)
-            for i, row in enumerate(t.rows.tolist())
+            for i in range(t.rows.shape[0])
         ]
 
     def _alert(

@@ -36,7 +36,14 @@ class Topology:
         return tuple(self.spec.kinds[kind].quantities)
 
     def context(self, kind: str) -> DetectorContext:
-        return DetectorContext(quantities=self.quantities(kind))
+        sensors = self.catalog.by_kind(kind)
+        return DetectorContext(
+            **_kind_context(self.spec, kind),
+            sensor_ids=tuple(s.sensor_id for s in sensors),
+            site_ids=tuple(s.site_id for s in sensors),
+            site_names=tuple(s.site_name for s in sensors),
+            limits=tuple(s.limits for s in sensors),
+        )
 
     def input_topics(self) -> dict[str, str]:
         """topic -> sensor kind."""
@@ -173,11 +180,24 @@ def _check_detectors(spec: TopologySpec) -> Iterator[str]:
         if det.kind not in DETECTORS:
             yield f"{where}.kind: unknown {det.kind!r}; valid: {sorted(DETECTORS)}"
             continue
-        context = DetectorContext(quantities=tuple(spec.kinds[det.sensor_kind].quantities))
+        context = DetectorContext(**_kind_context(spec, det.sensor_kind))
         try:
             build_detector(det.kind, context, det.params)
         except (TypeError, ValueError) as exc:
             yield f"{where}.params: {exc}"
+
+
+def _kind_context(spec: TopologySpec, kind: str) -> dict[str, Any]:
+    """The DetectorContext fields that come from topology.yaml alone."""
+    kspec = spec.kinds[kind]
+    sign = -1 if spec.timezone.startswith("-") else 1
+    hours, _, minutes = spec.timezone.lstrip("+-").partition(":")
+    return {
+        "quantities": tuple(kspec.quantities),
+        "quantity_ranges": tuple((q.min, q.max) for q in kspec.quantities.values()),
+        "expected_period_s": kspec.expected_period_s,
+        "utc_offset_s": sign * (int(hours) * 3600 + int(minutes) * 60),
+    }
 
 
 def _check_routes(spec: TopologySpec) -> Iterator[str]:

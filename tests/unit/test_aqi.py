@@ -170,7 +170,7 @@ def test_reading_aqi_is_the_max_and_its_row_the_primary_pollutant() -> None:
         [40, 380, 250, 40, 180],  # IAQI 57, 243, 105 | 57, 75 (hourly mode)
         ["N"] * 5,
     )
-    s = AqiHj633(AIR).score(b)
+    s = AqiHj633(AIR).score_and_update(b)
     assert s.measure == MEASURE
     np.testing.assert_array_equal(s.rows, [1, 4])
     np.testing.assert_array_equal(s.score, [243, 75])
@@ -178,7 +178,7 @@ def test_reading_aqi_is_the_max_and_its_row_the_primary_pollutant() -> None:
 
 def test_daily_mode_uses_24h_and_o3_8h_tables() -> None:
     b = batch([0, 0], ["no2", "o3"], [250, 180], ["N", "N"])  # IAQI 185, 119
-    s = AqiHj633(AIR, averaging="24h").score(b)
+    s = AqiHj633(AIR, averaging="24h").score_and_update(b)
     np.testing.assert_array_equal(s.rows, [0])
     np.testing.assert_array_equal(s.score, [185])
 
@@ -186,7 +186,7 @@ def test_daily_mode_uses_24h_and_o3_8h_tables() -> None:
 def test_tie_picks_the_first_row() -> None:
     # pm25 75 -> 100 and no2 (1h) 200 -> 100: the same IAQI
     b = batch([0, 0, 0], ["co", "no2", "pm25"], [1, 200, 75], ["N"] * 3)
-    s = AqiHj633(AIR).score(b)
+    s = AqiHj633(AIR).score_and_update(b)
     np.testing.assert_array_equal(s.rows, [1])
     np.testing.assert_array_equal(s.score, [100])
 
@@ -198,7 +198,7 @@ def test_non_normal_flags_never_raise_pollution() -> None:
         [40, 50, 500, 500, 500],
         ["N", "N", "M", "D", "C"],
     )
-    s = AqiHj633(AIR).score(b)
+    s = AqiHj633(AIR).score_and_update(b)
     np.testing.assert_array_equal(s.rows, [0])
     np.testing.assert_array_equal(s.score, [57])
 
@@ -206,7 +206,7 @@ def test_non_normal_flags_never_raise_pollution() -> None:
 def test_readings_interleaved_across_sensors() -> None:
     # rows sorted by sensor, so reading_idx need not rise with the row index
     b = batch([1, 1, 0, 0], ["pm25", "so2", "pm25", "so2"], [40, 801, 0, 0], ["N"] * 4)
-    s = AqiHj633(AIR).score(b)
+    s = AqiHj633(AIR).score_and_update(b)
     np.testing.assert_array_equal(s.rows, [1, 2])
     np.testing.assert_array_equal(s.score, [201, 0])
 
@@ -221,7 +221,7 @@ def test_no_air_rows_gives_empty_scores() -> None:
         value=np.array([20.0, 21.0]),
         flag=np.zeros(2, np.uint8),
     )
-    for s in (AqiHj633(ctx).score(b), AqiHj633(AIR).score(ReadingBatch.empty())):
+    for s in (AqiHj633(ctx).score_and_update(b), AqiHj633(AIR).score_and_update(ReadingBatch.empty())):
         assert s.rows.shape == (0,) and s.score.shape == (0,)
         assert s.rows.dtype == np.int64 and s.score.dtype == np.float64
         assert s.measure == MEASURE
@@ -239,7 +239,7 @@ def test_random_batch_no_nan_bounded_and_input_untouched() -> None:
         flag=rng.choice(np.array([0, 0, 0, 2, 4], np.uint8), n),
     )
     before = {f.name: getattr(b, f.name).copy() for f in dataclasses.fields(b)}
-    s = AqiHj633(AIR).score(b)
+    s = AqiHj633(AIR).score_and_update(b)
     for f, arr in before.items():
         np.testing.assert_array_equal(getattr(b, f), arr)
     assert not np.isnan(s.score).any()

@@ -49,7 +49,7 @@ MIXED = batch(
 
 def test_quantity_value_returns_normal_rows_of_its_quantity() -> None:
     before = snapshot(MIXED)
-    s = QuantityValue(HAZMAT, quantity="gas_lel").score(MIXED)
+    s = QuantityValue(HAZMAT, quantity="gas_lel").score_and_update(MIXED)
     assert s.measure == "gas_lel"
     np.testing.assert_array_equal(s.rows, [0, 2])  # rows 4 (M) and 6 (D) excluded
     np.testing.assert_array_equal(s.score, [12.5, 30.0])
@@ -59,13 +59,13 @@ def test_quantity_value_returns_normal_rows_of_its_quantity() -> None:
 
 def test_quantity_value_score_is_a_copy() -> None:
     b = batch([0], ["level_pct"], [50.0], ["N"])
-    s = QuantityValue(HAZMAT, quantity="level_pct").score(b)
+    s = QuantityValue(HAZMAT, quantity="level_pct").score_and_update(b)
     s.score[0] = -1.0
     assert b.value[0] == 50.0
 
 
 def test_quantity_value_empty_batch() -> None:
-    s = QuantityValue(HAZMAT, quantity="gas_lel").score(ReadingBatch.empty())
+    s = QuantityValue(HAZMAT, quantity="gas_lel").score_and_update(ReadingBatch.empty())
     assert s.rows.shape == (0,) and s.score.shape == (0,) and s.measure == "gas_lel"
 
 
@@ -79,7 +79,7 @@ def test_quantity_value_rejects_a_quantity_outside_the_catalog() -> None:
 
 def test_flag_one_row_per_reading_with_default_severity() -> None:
     before = snapshot(MIXED)
-    s = Hj212Flag(HAZMAT).score(MIXED)
+    s = Hj212Flag(HAZMAT).score_and_update(MIXED)
     assert s.measure == "hj212_flag"
     np.testing.assert_array_equal(s.rows, [0, 2, 4, 6])  # first row of each reading
     np.testing.assert_array_equal(s.score, [0, 0, 1, 2])  # N N M D; zeros kept to clear
@@ -88,7 +88,7 @@ def test_flag_one_row_per_reading_with_default_severity() -> None:
 
 def test_flag_default_severity_of_every_flag() -> None:
     b = batch(list(range(8)), ["gas_lel"] * 8, [1.0] * 8, list(HJ212_FLAGS))
-    s = Hj212Flag(HAZMAT).score(b)
+    s = Hj212Flag(HAZMAT).score_and_update(b)
     expected = {"N": 0, "F": 1, "M": 1, "S": 1, "C": 1, "D": 2, "T": 2, "B": 2}
     np.testing.assert_array_equal(s.score, [expected[f] for f in HJ212_FLAGS])
 
@@ -96,20 +96,20 @@ def test_flag_default_severity_of_every_flag() -> None:
 def test_flag_readings_interleaved() -> None:
     # rows are sorted by sensor; a reading's first row is wherever it first appears
     b = batch([2, 2, 0, 1, 1], ["gas_lel"] * 5, [0.0] * 5, ["T", "T", "N", "S", "S"])
-    s = Hj212Flag(HAZMAT).score(b)
+    s = Hj212Flag(HAZMAT).score_and_update(b)
     np.testing.assert_array_equal(s.rows, [0, 2, 3])
     np.testing.assert_array_equal(s.score, [2, 0, 1])
 
 
 def test_flag_overrides_merge_with_defaults() -> None:
-    s = Hj212Flag(HAZMAT, severity_by_flag={"M": 0, "B": 3}).score(
+    s = Hj212Flag(HAZMAT, severity_by_flag={"M": 0, "B": 3}).score_and_update(
         batch([0, 1, 2], ["gas_lel"] * 3, [0.0] * 3, ["M", "B", "D"])
     )
     np.testing.assert_array_equal(s.score, [0, 3, 2])
 
 
 def test_flag_empty_batch() -> None:
-    s = Hj212Flag(HAZMAT).score(ReadingBatch.empty())
+    s = Hj212Flag(HAZMAT).score_and_update(ReadingBatch.empty())
     assert s.rows.shape == (0,) and s.score.shape == (0,)
 
 
@@ -167,7 +167,7 @@ def test_topology_detectors_all_build() -> None:
     for entry in topo["detectors"]:
         ctx = DetectorContext(quantities=tuple(topo["kinds"][entry["sensor_kind"]]["quantities"]))
         det = build_detector(entry["kind"], ctx, entry.get("params", {}))
-        assert det.score(ReadingBatch.empty()).rows.shape == (0,), entry["name"]
+        assert det.score_and_update(ReadingBatch.empty()).rows.shape == (0,), entry["name"]
 
 
 def test_topology_gas_route_matches_gb_t_50493() -> None:
