@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,13 +33,13 @@ class SensorState:
 
     def __init__(self, fields: Mapping[str, Field], n_sensors: int = 0) -> None:
         self.fields = dict(fields)
-        self.arrays: dict[str, npt.NDArray[np.generic]] = {
+        self.arrays: dict[str, npt.NDArray[Any]] = {
             name: np.full((0, *f.shape), f.fill, f.dtype) for name, f in self.fields.items()
         }
         self.n_sensors = 0
         self.resize(n_sensors)
 
-    def __getitem__(self, name: str) -> npt.NDArray[np.generic]:
+    def __getitem__(self, name: str) -> npt.NDArray[Any]:
         return self.arrays[name]
 
     def resize(self, n_sensors: int) -> None:
@@ -55,13 +56,13 @@ class SensorState:
                 self.arrays[name] = grown
         self.n_sensors = n_sensors
 
-    def snapshot(self, sensors: IntArray | None = None) -> dict[str, npt.NDArray[np.generic]]:
+    def snapshot(self, sensors: IntArray | None = None) -> dict[str, npt.NDArray[Any]]:
         """Copies of every array, for all sensors or for ``sensors`` (in that order)."""
         if sensors is None:
             return {name: a[: self.n_sensors].copy() for name, a in self.arrays.items()}
         return {name: a[sensors] for name, a in self.arrays.items()}
 
-    def restore(self, arrays: Mapping[str, npt.NDArray[np.generic]], sensors: IntArray | None = None) -> None:
+    def restore(self, arrays: Mapping[str, npt.NDArray[Any]], sensors: IntArray | None = None) -> None:
         """Load a snapshot; ValueError names the first array that does not fit."""
         missing, extra = sorted(set(self.fields) - set(arrays)), sorted(set(arrays) - set(self.fields))
         if missing or extra:
