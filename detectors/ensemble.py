@@ -34,7 +34,7 @@ import numpy as np
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
 from detectors.series import SeriesDetector
 from detectors.state import Field
-from detectors.stats import check_at_least, check_fraction, ewma_fold, floats, ints, scale, tail_score
+from detectors.stats import check_at_least, check_fraction, check_weight, ewma_fold, floats, ints, scale, tail_score
 
 N_COMPONENTS = 3
 # columns of the "level" state: fast mean/var of values, var of steps, short mean, slow mean/var
@@ -61,8 +61,9 @@ class Ensemble(SeriesDetector):
         peak_decay: float = 0.999,
     ) -> None:
         for name, value in (("alpha", alpha), ("short_alpha", short_alpha), ("slow_alpha", slow_alpha),
-                            ("average_alpha", average_alpha), ("likelihood_alpha", likelihood_alpha)):
+                            ("likelihood_alpha", likelihood_alpha)):
             check_fraction(name, value)
+        check_weight("average_alpha", average_alpha)
         check_fraction("peak_decay", peak_decay, open_low=False)
         check_at_least("warmup", warmup, 1)
         self.alpha, self.short_alpha, self.slow_alpha = alpha, short_alpha, slow_alpha
@@ -109,7 +110,8 @@ class Ensemble(SeriesDetector):
         lv[:, SLOW_MEAN], lv[:, SLOW_VAR] = ewma_fold(lv[:, SLOW_MEAN], lv[:, SLOW_VAR], x, a_slow)
         floats(self.state["level"])[sensor] = lv
         floats(self.state["prev"])[sensor] = x
-        return raw
+        raw[n < 3] = 0.0  # no variance yet: nothing to compare with
+        return np.log1p(raw)
 
     def _calibrate(self, sensor: Int32Array, raw: FloatArray, n: IntArray) -> FloatArray:
         """Largest tail score of the components' short averages vs their long-horizon stats."""

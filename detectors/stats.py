@@ -43,6 +43,13 @@ def check_fraction(name: str, value: float, *, open_low: bool = True) -> None:
         raise ValueError(msg)
 
 
+def check_weight(name: str, value: float) -> None:
+    """ValueError naming ``name`` unless 0 < value <= 1 (1: no smoothing)."""
+    if not 0.0 < value <= 1.0:
+        msg = f"{name}: {value!r} is out of range; valid: 0 < {name} <= 1"
+        raise ValueError(msg)
+
+
 def check_at_least(name: str, value: float, low: float) -> None:
     if not value >= low:
         msg = f"{name}: {value!r} is out of range; valid: {name} >= {low}"

@@ -16,18 +16,20 @@ that uploads a backlog must not clear an alarm raised by fresher readings.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from detectors.base import IntArray, ReadingBatch, Scores
+from detectors.base import Int32Array, IntArray, ReadingBatch, Scores
+from detectors.state import NEVER_MS, Field, SensorState
+from streams import rules
+from streams.rules import NONE_MS
 from streams.catalog import SensorInfo
 from streams.topology_spec import RouteSpec, Severity
 
 Int8Array = npt.NDArray[np.int8]
-NEVER_MS = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +47,7 @@ class Transitions:
 
 
 class RouteEvaluator:
-    """One route's set points per sensor and its live level per sensor."""
+    """One route's set points per sensor and its live level (and condition state) per sensor."""
 
     def __init__(self, spec: RouteSpec, kind: str, sensors: Sequence[SensorInfo | None]) -> None:
         self.spec = spec
@@ -53,18 +55,32 @@ class RouteEvaluator:
         self.severities: tuple[Severity, ...] = tuple(level.severity for level in spec.levels)
         self._sign = 1.0 if spec.direction == "above" else -1.0
         self._setpoints = np.zeros((len(spec.levels), 0))  # signed, +inf = level not configured
-        self.level = np.zeros(0, np.int8)
-        self.last_event_ms = np.zeros(0, np.int64)  # per sensor, newest event time used
+        n_levels = (len(spec.levels),)
+        self.state = SensorState({
+            "level": Field(np.int8, 0),
+            "last_event_ms": Field(np.int64, NEVER_MS),  # newest event time used, per sensor
+            "run_start_ms": Field(np.int64, NONE_MS, n_levels),  # for_s: since when crossed
+            "held_ms": Field(np.int64, NONE_MS, n_levels),  # hold_s: when last within the deadband
+            "recent_bits": Field(np.uint64, 0, n_levels),  # n_of_m: the last m-1 results
+        })
+        self._conditional = spec.for_s > 0 or spec.n_of_m is not None or spec.hold_s > 0
         self.resize(sensors)
+
+    @property
+    def level(self) -> Int8Array:
+        return self.state["level"][: self.state.n_sensors]
+
+    @property
+    def last_event_ms(self) -> IntArray:
+        return self.state["last_event_ms"][: self.state.n_sensors]
 
     def resize(self, sensors: Sequence[SensorInfo | None]) -> None:
         """Grow to cover newly seen sensors (unknown ones get the fixed set points only)."""
-        n_old = self.level.shape[0]
+        n_old = self._setpoints.shape[1]
         new = [self._setpoints_of(s) for s in sensors[n_old:]]
         if new:
             self._setpoints = np.concatenate([self._setpoints, np.array(new).T], axis=1)
-            self.level = np.concatenate([self.level, np.zeros(len(new), np.int8)])
-            self.last_event_ms = np.concatenate([self.last_event_ms, np.full(len(new), NEVER_MS, np.int64)])
+            self.state.resize(len(sensors))
 
     def _setpoints_of(self, sensor: SensorInfo | None) -> list[float]:
         points = []
@@ -84,7 +100,8 @@ class RouteEvaluator:
         points = self._setpoints[:, sensor]  # (levels, rows)
         crossed = (signed >= points).sum(axis=0).astype(np.int8)
         held = (signed + self.spec.deadband >= points).sum(axis=0).astype(np.int8)
-        previous, current, late = _scan_levels(self.level, self.last_event_ms, sensor, event_ms, crossed, held)
+        conditions = self._apply_conditions if self._conditional else None
+        previous, current, late = _scan_levels(self.state, sensor, event_ms, crossed, held, conditions)
         changed = np.flatnonzero(previous != current)
         reached = np.maximum(current[changed], previous[changed])  # the level entered, or the one left
         threshold = self._sign * points[reached - 1, changed] if changed.size else np.zeros(0)
@@ -99,17 +116,50 @@ class RouteEvaluator:
             n_late=int(np.count_nonzero(late)),
         )
 
+    def _apply_conditions(self, s: Int32Array, t: IntArray, crossed: Int8Array, held: Int8Array) -> tuple[Int8Array, Int8Array]:
+        """(lo, hi) of the clamp per row from for_s / n_of_m / hold_s (rows: fresh, by sensor)."""
+        spec, state = self.spec, self.state
+        starts, ends, seg, position = rules.segments(s)
+        first = s[starts]
+        lo = np.zeros(s.shape[0], np.int8)
+        hi = np.zeros(s.shape[0], np.int8)
+        for k in range(len(spec.levels)):
+            hit = crossed > k
+            ok = hit
+            if spec.n_of_m is not None:
+                n, m = spec.n_of_m
+                bits = state["recent_bits"][first, k]
+                ok = rules.recent_count(hit, position, seg, starts, m, bits) >= n
+                state["recent_bits"][first, k] = rules.next_carry_bits(hit, position, ends, seg, m, bits)
+            if spec.for_s > 0:
+                begun = rules.run_start(hit, t, starts, seg, state["run_start_ms"][first, k])
+                ok = ok & hit & (t - begun >= round(spec.for_s * 1000))
+                state["run_start_ms"][first, k] = begun[ends]
+            kept = held > k
+            if spec.hold_s > 0:
+                last = rules.last_true_ms(kept, t, seg, state["held_ms"][first, k])
+                kept = (last != rules.NONE_MS) & (t - last <= round(spec.hold_s * 1000))
+                state["held_ms"][first, k] = last[ends]
+            lo += ok
+            hi += kept
+        return lo, np.maximum(lo, hi)
+
+
+Conditions = Callable[[Int32Array, IntArray, Int8Array, Int8Array], tuple[Int8Array, Int8Array]]
+
 
 def _scan_levels(
-    state: Int8Array,
-    last_ms: IntArray,
-    sensor: npt.NDArray[np.int32],
+    state: SensorState,
+    sensor: Int32Array,
     event_ms: IntArray,
     crossed: Int8Array,
     held: Int8Array,
+    conditions: Conditions | None,
 ) -> tuple[Int8Array, Int8Array, npt.NDArray[np.bool_]]:
-    """Apply L = clamp(L_prev, crossed, held) row by row per sensor, skipping rows
-    not newer than the sensor's last event time; updates `state` and `last_ms`.
+    """Apply L = clamp(L_prev, lo, hi) row by row per sensor, skipping rows not
+    newer than the sensor's last event time; updates the state's level and
+    last_event_ms. ``lo``/``hi`` are ``crossed``/``held``, or what ``conditions``
+    makes of them.
 
     Each row is the map x -> clamp(x, lo, hi) (a stale row is the identity), and
     clamps compose into clamps, so a segmented doubling scan composes every
@@ -119,6 +169,7 @@ def _scan_levels(
     n = sensor.shape[0]
     if n == 0:
         return np.zeros(0, np.int8), np.zeros(0, np.int8), np.zeros(0, np.bool_)
+    level, last_ms = state["level"], state["last_event_ms"]
     order = np.argsort(sensor, kind="stable")  # rows of a sensor together, in arrival order
     s, t = sensor[order], event_ms[order]
     starts, segment, position = _segments(s)
@@ -126,15 +177,21 @@ def _scan_levels(
     stale = np.empty(n, np.bool_)
     stale[starts] = t[starts] <= last_ms[s[starts]]
     stale[1:][position[1:] > 0] = (t[1:] <= newest[:-1])[position[1:] > 0]
-    lo = np.where(stale, np.int8(0), crossed[order]).astype(np.int8)
-    hi = np.where(stale, np.int8(np.iinfo(np.int8).max), held[order]).astype(np.int8)
+    lo, hi = crossed[order], held[order]
+    if conditions is not None:
+        fresh = np.flatnonzero(~stale)
+        lo, hi = lo.copy(), hi.copy()
+        if fresh.size:
+            lo[fresh], hi[fresh] = conditions(s[fresh], t[fresh], lo[fresh], hi[fresh])
+    lo = np.where(stale, np.int8(0), lo).astype(np.int8)
+    hi = np.where(stale, np.int8(np.iinfo(np.int8).max), hi).astype(np.int8)
     _compose_prefix_clamps(lo, hi, position)
-    cur = np.clip(state[s], lo, hi).astype(np.int8)
+    cur = np.clip(level[s], lo, hi).astype(np.int8)
     prev = np.empty(n, np.int8)
     prev[1:] = cur[:-1]
-    prev[starts] = state[s[starts]]
+    prev[starts] = level[s[starts]]
     ends = np.r_[starts[1:] - 1, n - 1]
-    state[s[ends]] = cur[ends]
+    level[s[ends]] = cur[ends]
     last_ms[s[ends]] = newest[ends]
     previous, current, late = np.empty(n, np.int8), np.empty(n, np.int8), np.empty(n, np.bool_)
     previous[order], current[order], late[order] = prev, cur, stale

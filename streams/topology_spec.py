@@ -119,6 +119,17 @@ class RouteSpec(_Model):
     summary: str = "{rule} at {site_id}"
     departments: list[str] | None = None  # default: the sensor's, else its kind's
     levels: list[LevelSpec] = Field(min_length=1)
+    # conditions (streams/rules.py): on-delay, N of the last M readings, clear hold time
+    for_s: Annotated[float, Field(ge=0)] = 0.0
+    n_of_m: tuple[PositiveInt, PositiveInt] | None = None
+    hold_s: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _n_of_m(self) -> RouteSpec:
+        if self.n_of_m is not None and not self.n_of_m[0] <= self.n_of_m[1] <= 64:
+            msg = f"n_of_m: {list(self.n_of_m)} must be [n, m] with n <= m <= 64"
+            raise ValueError(msg)
+        return self
 
 
 class TopologySpec(_Model):

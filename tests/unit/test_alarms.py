@@ -123,7 +123,8 @@ def _reference_scan(
 
 @pytest.mark.parametrize("seed", range(40))
 def test_vectorized_scan_matches_the_row_by_row_definition(seed: int) -> None:
-    from streams.alarms import NEVER_MS, _scan_levels
+    from detectors.state import NEVER_MS, Field, SensorState
+    from streams.alarms import _scan_levels
 
     rng = np.random.default_rng(seed)
     n_sensors, n, levels = int(rng.integers(1, 30)), int(rng.integers(0, 300)), int(rng.integers(1, 4))
@@ -135,6 +136,9 @@ def test_vectorized_scan_matches_the_row_by_row_definition(seed: int) -> None:
     held = np.minimum(crossed + rng.integers(0, 2, n), levels).astype(np.int8)
     expected_state, expected_last = state.tolist(), last.tolist()
     expected = _reference_scan(expected_state, expected_last, sensor.tolist(), t.tolist(), crossed.tolist(), held.tolist())
-    previous, current, late = _scan_levels(state, last, sensor, t, crossed, held)
+    arrays = SensorState({"level": Field(np.int8, 0), "last_event_ms": Field(np.int64, NEVER_MS)}, n_sensors)
+    arrays.restore({"level": state, "last_event_ms": last})
+    previous, current, late = _scan_levels(arrays, sensor, t, crossed, held, None)
     assert list(zip(previous.tolist(), current.tolist(), late.tolist())) == expected
-    assert state.tolist() == expected_state and last.tolist() == expected_last
+    snap = arrays.snapshot()
+    assert snap["level"].tolist() == expected_state and snap["last_event_ms"].tolist() == expected_last
