@@ -6,7 +6,8 @@ from it, so a restart neither repeats nor forgets an alarm.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -26,10 +27,13 @@ class RedisAlarmBoard:
     def from_url(cls, url: str, namespace: str) -> RedisAlarmBoard:
         return cls(aioredis.Redis.from_url(url), namespace)
 
-    async def write_batch(self, alerts: Sequence[Alert]) -> None:
-        """Apply the changes in order, atomically (MULTI/EXEC). Re-applying the
-        same batch leaves the same state: HSET/HDEL are idempotent."""
-        if not alerts:
+    async def write_batch(self, alerts: Sequence[Alert], state: Mapping[str, Mapping[str, bytes]] | None = None) -> None:
+        """Apply the changes in order, atomically (MULTI/EXEC), together with the
+        per-sensor state records of the batch (``state``: hash name -> field ->
+        bytes). Re-applying the same batch leaves the same state: HSET/HDEL are
+        idempotent."""
+        records = {key: fields for key, fields in (state or {}).items() if fields}
+        if not alerts and not records:
             return
         pipe = self._redis.pipeline(transaction=True)
         for alert in alerts:
@@ -37,9 +41,16 @@ class RedisAlarmBoard:
                 pipe.hdel(self.active_key, alert.alarm_key)
             else:
                 pipe.hset(self.active_key, alert.alarm_key, alert.to_json())
-        pipe.lpush(self.history_key, *[a.to_json() for a in alerts])
-        pipe.ltrim(self.history_key, 0, HISTORY_LENGTH - 1)
+        if alerts:
+            pipe.lpush(self.history_key, *[a.to_json() for a in alerts])
+            pipe.ltrim(self.history_key, 0, HISTORY_LENGTH - 1)
+        for key, fields in records.items():
+            pipe.hset(key, mapping=cast(Any, dict(fields)))  # redis-py's key type is invariant
         await pipe.execute()
+
+    async def state(self, key: str) -> dict[bytes, bytes]:
+        """Every per-sensor state record under ``key``."""
+        return cast(dict[bytes, bytes], await self._redis.hgetall(key))
 
     async def active(self) -> list[Alert]:
         raw = await self._redis.hvals(self.active_key)

@@ -12,11 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from detectors.base import Detector, ReadingBatch
+import numpy as np
+
+from detectors.base import Detector, IntArray, ReadingBatch
 from detectors.registry import build_detector
 from sinks.base import Alert, Status
 from streams.alarms import RouteEvaluator, Transitions
 from streams.catalog import SensorIndex, SensorInfo
+from streams.checkpoint import Stateful
 from streams.deadletter import DeadLetter
 from streams.decode import KindDecoder, RawMessage
 from streams.topology import Topology
@@ -31,6 +34,7 @@ class BatchResult:
     n_readings: int
     n_unknown_sensors: int
     late_by_rule: dict[str, int] = field(default_factory=dict)  # readings too old to move an alarm
+    touched: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))  # sensors whose state moved
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -53,16 +57,31 @@ class KindPipeline:
         self.index = SensorIndex([s for s in self._sensors if s is not None])
         foreign = {s.sensor_id: s.kind for s in catalog.sensors if s.kind != kind}
         self.decoder = KindDecoder(kind, self._kind_spec, spec.input, foreign)
-        context = topology.context(kind)
-        self.detectors: dict[str, Detector] = {
+        self.detectors: dict[str, Detector] = {}
+        self.routes: list[_Route] = []
+        self.reset_state()
+        self._tz = _parse_offset(spec.timezone)
+
+    def reset_state(self) -> None:
+        """Fresh detectors and routes (before a restore from a checkpoint)."""
+        spec, kind = self.topology.spec, self.kind
+        context = self.topology.context(kind)
+        self.detectors = {
             d.name: build_detector(d.kind, context, d.params) for d in spec.detectors if d.sensor_kind == kind
         }
+        for detector in self.detectors.values():
+            detector.resize(len(self._sensors))
         self.routes = [
             _Route(r.detector, RouteEvaluator(r, kind, self._sensors))
             for r in spec.routes
             if r.detector in self.detectors
         ]
-        self._tz = _parse_offset(spec.timezone)
+
+    def stateful_parts(self) -> dict[str, Stateful]:
+        """Every part with per-sensor state, by a stable name (for checkpoints)."""
+        parts: dict[str, Stateful] = {f"detector:{name}": det for name, det in self.detectors.items()}
+        parts.update({f"route:{r.evaluator.spec.rule}": r.evaluator.state for r in self.routes})
+        return parts
 
     def process(self, messages: Sequence[RawMessage], now_ms: int) -> BatchResult:
         t0 = time.perf_counter()
@@ -70,7 +89,8 @@ class KindPipeline:
         self._grow()
         t1 = time.perf_counter()
         late: dict[str, int] = {}
-        alerts = self._detect(decoded.batch, now_ms, late)
+        touched: list[IntArray] = [decoded.batch.sensor_idx.astype(np.int64)]
+        alerts = self._detect(decoded.batch, now_ms, late, touched)
         t2 = time.perf_counter()
         return BatchResult(
             alerts=alerts,
@@ -79,6 +99,7 @@ class KindPipeline:
             n_readings=decoded.n_readings,
             n_unknown_sensors=decoded.n_unknown_sensors,
             late_by_rule=late,
+            touched=np.unique(np.concatenate(touched)),
             stage_seconds={"decode": t1 - t0, "detect": t2 - t1},
         )
 
@@ -90,10 +111,13 @@ class KindPipeline:
             for detector in self.detectors.values():
                 detector.resize(len(self._sensors))
 
-    def _detect(self, batch: ReadingBatch, now_ms: int, late: dict[str, int]) -> list[Alert]:
+    def _detect(self, batch: ReadingBatch, now_ms: int, late: dict[str, int], touched: list[IntArray]) -> list[Alert]:
         if len(batch) == 0:
             return []
         scores = {name: det.score_and_update(batch) for name, det in self.detectors.items()}
+        for found in scores.values():
+            if found.sensor_idx is not None:  # entries about silent sensors
+                touched.append(found.sensor_idx.astype(np.int64))
         alerts: list[Alert] = []
         for route in self.routes:
             found = scores[route.detector]

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from sinks.base import Alert, AlertSink
 from sinks.kafka import KafkaAlertSink, KafkaWriter
 from sinks.redis_board import RedisAlarmBoard
+from streams.checkpoint import KindCheckpoint
 from streams.decode import RawMessage
 from streams.metrics import Metrics
 from streams.pipeline import BatchResult, KindPipeline, wall_clock_ms
@@ -44,6 +45,7 @@ class Runtime:
         self.topology = topology
         self.metrics = metrics
         self.pipelines = {kind: KindPipeline(topology, kind) for kind in topology.spec.kinds}
+        self.checkpoints = {kind: self._checkpoint(kind) for kind in self.pipelines}
         self.writer = KafkaWriter(settings.bootstrap, client_id=f"{settings.app_id}-sinks")
         self.board = RedisAlarmBoard.from_url(settings.redis_url, settings.namespace)
         self.sinks: list[AlertSink] = [KafkaAlertSink(self.writer, topology.spec.topics.alerts), self.board]
@@ -52,6 +54,10 @@ class Runtime:
         # a kind's batch and a reload of its alarm levels must not interleave:
         # a reload in the middle of a batch would re-arm levels the batch is changing
         self._kind_locks = {kind: asyncio.Lock() for kind in self.pipelines}
+
+    def _checkpoint(self, kind: str) -> KindCheckpoint:
+        pipeline = self.pipelines[kind]
+        return KindCheckpoint(self.settings.namespace, kind, pipeline.stateful_parts(), pipeline.index)
 
     async def start(self) -> None:
         """Connect sinks and re-arm alarm levels from Redis (once, lazily: every agent awaits it)."""
@@ -74,9 +80,12 @@ class Runtime:
                 await held.enter_async_context(lock)
             active = await self.board.active()
             for kind, pipeline in self.pipelines.items():
+                pipeline.reset_state()  # another worker may have moved these sensors on
+                self.checkpoints[kind] = checkpoint = self._checkpoint(kind)
                 restored = pipeline.restore(active)
+                n_state = checkpoint.load(await self.board.state(checkpoint.key))
                 self.metrics.active_alarms.labels(kind).set(restored)
-                log.info("restored %d live %s alarms from Redis", restored, kind)
+                log.info("restored %d live %s alarms and the state of %d sensors from Redis", restored, kind, n_state)
 
     async def handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
         await self.start()
@@ -98,9 +107,13 @@ class Runtime:
         with capped exponential backoff until it succeeds, and a step that has
         succeeded is not repeated."""
         dead = [(d.key, d.to_json(wall_clock_ms())) for d in result.dead]
+        checkpoint = self.checkpoints[kind]
+        state = {checkpoint.key: checkpoint.encode(result.touched)}
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("deadletter", lambda: self.writer.send_all(self.topology.spec.topics.deadletter, dead)),
-            *[(type(sink).__name__, _bind(sink, result.alerts)) for sink in self.sinks],
+            *[(type(sink).__name__, _bind(sink, result.alerts)) for sink in self.sinks if sink is not self.board],
+            # the board and the detector state last, in one transaction: then Faust may ack
+            ("RedisAlarmBoard", lambda: self.board.write_batch(result.alerts, state)),
         ]
         for name, step in steps:
             delay_s = RETRY_FIRST_S
