@@ -23,6 +23,7 @@ class Metrics:
     alerts: Counter
     batch_size: Histogram
     stage_seconds: Histogram
+    detector_seconds: Histogram
     budget_overruns: Counter
     sink_retries: Counter
     active_alarms: Gauge
@@ -50,6 +51,10 @@ class Metrics:
             ),
             stage_seconds=Histogram(
                 "cityops_stage_seconds", "Time per pipeline stage per batch", ("kind", "stage"),
+                registry=registry, buckets=_STAGE_BUCKETS,
+            ),
+            detector_seconds=Histogram(
+                "cityops_detector_seconds", "Time per detector per batch (score_and_update)", ("kind", "detector"),
                 registry=registry, buckets=_STAGE_BUCKETS,
             ),
             budget_overruns=counter("cityops_budget_overruns", "Batches whose processing exceeded the kind's budget", ("kind",)),

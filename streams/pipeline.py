@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from detectors.base import Detector, IntArray, ReadingBatch
+from detectors.base import Detector, IntArray, ReadingBatch, Scores
 from detectors.registry import build_detector
 from sinks.base import Alert, Status
 from streams.alarms import RouteEvaluator, Transitions
@@ -36,6 +36,7 @@ class BatchResult:
     late_by_rule: dict[str, int] = field(default_factory=dict)  # readings too old to move an alarm
     touched: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))  # sensors whose state moved
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    detector_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,8 @@ class KindPipeline:
         t1 = time.perf_counter()
         late: dict[str, int] = {}
         touched: list[IntArray] = [decoded.batch.sensor_idx.astype(np.int64)]
-        alerts = self._detect(decoded.batch, now_ms, late, touched)
+        timings: dict[str, float] = {}
+        alerts = self._detect(decoded.batch, now_ms, late, touched, timings)
         t2 = time.perf_counter()
         return BatchResult(
             alerts=alerts,
@@ -100,6 +102,7 @@ class KindPipeline:
             n_unknown_sensors=decoded.n_unknown_sensors,
             late_by_rule=late,
             touched=np.unique(np.concatenate(touched)),
+            detector_seconds=timings,
             stage_seconds={"decode": t1 - t0, "detect": t2 - t1},
         )
 
@@ -111,10 +114,16 @@ class KindPipeline:
             for detector in self.detectors.values():
                 detector.resize(len(self._sensors))
 
-    def _detect(self, batch: ReadingBatch, now_ms: int, late: dict[str, int], touched: list[IntArray]) -> list[Alert]:
+    def _detect(
+        self, batch: ReadingBatch, now_ms: int, late: dict[str, int], touched: list[IntArray], timings: dict[str, float]
+    ) -> list[Alert]:
         if len(batch) == 0:
             return []
-        scores = {name: det.score_and_update(batch) for name, det in self.detectors.items()}
+        scores: dict[str, Scores] = {}
+        for name, detector in self.detectors.items():
+            t0 = time.perf_counter()
+            scores[name] = detector.score_and_update(batch)
+            timings[name] = time.perf_counter() - t0
         for found in scores.values():
             if found.sensor_idx is not None:  # entries about silent sensors
                 touched.append(found.sensor_idx.astype(np.int64))

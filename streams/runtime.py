@@ -142,6 +142,8 @@ class Runtime:
             m.active_alarms.labels(kind).inc(-1 if alert.status == "resolved" else (1 if alert.status == "firing" else 0))
         for stage, seconds in result.stage_seconds.items():
             m.stage_seconds.labels(kind, stage).observe(seconds)
+        for detector, seconds in result.detector_seconds.items():
+            m.detector_seconds.labels(kind, detector).observe(seconds)
         budget_s = self.topology.kind(kind).batch.budget_ms / 1000
         if sum(result.stage_seconds.values()) > budget_s:
             m.budget_overruns.labels(kind).inc()
