@@ -57,10 +57,10 @@ class SeriesDetector(ABC):
 
     # -- the Detector protocol ---------------------------------------------------------
     def score_and_update(self, batch: ReadingBatch) -> Scores:
+        if len(batch):  # every sensor of the batch gets state (a checkpoint may ask for any of them)
+            self.resize(int(batch.sensor_idx.max()) + 1)
         rows = self.select(batch)
         sensor = batch.sensor_idx[rows]
-        if sensor.size:
-            self.resize(int(sensor.max()) + 1)
         score = self.step_rounds(sensor, batch.event_time_ms[rows], batch.value[rows])
         return Scores(rows=rows, score=score, measure=self.measure)
 
