@@ -8,17 +8,17 @@ Three raw scores per reading, each a |z| against the sensor's own recent past:
 * ``shift``: a short EWMA of the value against a slow EWMA mean/variance
   (a level shift or drift that no single reading shows).
 
-Each raw score is calibrated the way Numenta's "anomaly likelihood" is: a
-short average of the raw score is compared with the raw score's long-horizon
-EWMA mean and variance, and its Gaussian upper tail probability Q is turned
-into "nines" (-log10 Q) / 12, clipped to 0..1. The ensemble's calibrated level
-is the largest of the three.
+Each raw score, log(1 + |z|), is calibrated much as Numenta's "anomaly
+likelihood" is: it is compared with its own long-horizon EWMA mean and variance
+(weight ``likelihood_alpha``; Numenta also averages a few raw scores first,
+which scored worse here), and its Gaussian upper tail probability Q becomes
+"nines", -log10 Q. The ensemble's level is the largest of the three, mapped to
+0..1 as nines / (nines + 12) (so 0.5 means Q = 1e-12; order is kept, no ties).
 
 The score reported is that level only where it is a *new peak*: above the
 sensor's previous peak, which decays by ``peak_decay`` per reading; elsewhere
 it is 0. An anomaly so scores once, as early as its evidence allows, and a
 sensor that stays odd does not keep re-alarming at the same level.
-Any route threshold on it is a tail probability: 0.5 means Q < 1e-6.
 
 Every EWMA starts as a plain running mean (weight max(alpha, 1/n)), so the
 first readings are weighted as a sample average would weigh them.
@@ -32,16 +32,26 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
-from detectors.series import SeriesDetector
 from detectors.state import Field
-from detectors.stats import check_at_least, check_fraction, check_weight, ewma_fold, floats, ints, scale, tail_score
+from detectors.stats import (
+    ABS_FLOOR as FLOOR,
+    REL_FLOOR,
+    StatisticalDetector,
+    check_at_least,
+    check_fraction,
+    ewma_fold,
+    gaussian_nines,
+    unit_interval,
+)
 
 N_COMPONENTS = 3
-# columns of the "level" state: fast mean/var of values, var of steps, short mean, slow mean/var
-FAST_MEAN, FAST_VAR, STEP_VAR, SHORT_MEAN, SLOW_MEAN, SLOW_VAR = range(6)
+LEVELS = ("prev", "fast_mean", "fast_var", "step_var", "short_mean", "slow_mean", "slow_var")
+# per component: long-horizon mean and variance of its raw score
+CALIBRATION = tuple(f"{stat}{c}" for c in range(N_COMPONENTS) for stat in ("mean", "var"))
+STATE = ("n", *LEVELS, *CALIBRATION, "peak")
 
 
-class Ensemble(SeriesDetector):
+class Ensemble(StatisticalDetector):
     """Tail-calibrated point / step / level-shift scores of one quantity, new peaks only."""
 
     measure: ClassVar[str] = "anomaly_likelihood"
@@ -55,30 +65,23 @@ class Ensemble(SeriesDetector):
         alpha: float = 0.05,
         short_alpha: float = 0.2,
         slow_alpha: float = 0.005,
-        average_alpha: float = 0.1,
-        likelihood_alpha: float = 0.001,
-        warmup: int = 300,
-        peak_decay: float = 0.999,
+        likelihood_alpha: float = 0.0002,
+        warmup: int = 100,
+        peak_decay: float = 0.9998,
     ) -> None:
         for name, value in (("alpha", alpha), ("short_alpha", short_alpha), ("slow_alpha", slow_alpha),
                             ("likelihood_alpha", likelihood_alpha)):
             check_fraction(name, value)
-        check_weight("average_alpha", average_alpha)
         check_fraction("peak_decay", peak_decay, open_low=False)
         check_at_least("warmup", warmup, 1)
         self.alpha, self.short_alpha, self.slow_alpha = alpha, short_alpha, slow_alpha
-        self.average_alpha, self.likelihood_alpha = average_alpha, likelihood_alpha
+        self.likelihood_alpha = likelihood_alpha
         self.warmup, self.peak_decay = int(warmup), peak_decay
         super().__init__(context, quantity=quantity)
 
     def state_fields(self) -> Mapping[str, Field]:
-        return {
-            "n": Field(np.int64, 0),
-            "prev": Field(np.float64, 0.0),
-            "level": Field(np.float64, 0.0, (6,)),
-            "raw": Field(np.float64, 0.0, (3, N_COMPONENTS)),  # rows: mean, var, short average
-            "peak": Field(np.float64, 0.0),
-        }
+        # one 1-D array per statistic: gathers/scatters of 1-D arrays are the cheap ones
+        return {name: Field(np.int64 if name == "n" else np.float64, 0) for name in STATE}
 
     @classmethod
     def test_params(cls) -> Iterator[dict[str, Any]]:
@@ -86,49 +89,51 @@ class Ensemble(SeriesDetector):
         yield {"quantity": "value", "warmup": 20, "likelihood_alpha": 0.02, "peak_decay": 0.9}
 
     def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
-        n = ints(self.state["n"])[sensor] + 1
-        raw = self._raw_scores(sensor, value, n)
-        level = self._calibrate(sensor, raw, n)
-        ints(self.state["n"])[sensor] = n
-        return self._new_peaks(sensor, level)
-
-    def _raw_scores(self, sensor: Int32Array, x: FloatArray, n: IntArray) -> FloatArray:
-        """(k, 3) |z| of point, step and shift; folds the reading into the level state."""
-        lv = floats(self.state["level"])[sensor]
-        prev = np.where(n == 1, x, floats(self.state["prev"])[sensor])
+        s = sensor.astype(np.intp)
+        st: dict[str, Any] = {name: self.state[name][s] for name in STATE}
+        n = st["n"] + 1
         first = 1.0 / n
-        a, a_short, a_slow = np.maximum(self.alpha, first), np.maximum(self.short_alpha, first), np.maximum(self.slow_alpha, first)
-        step = x - prev
-        short = lv[:, SHORT_MEAN] + a_short * (x - lv[:, SHORT_MEAN])
-        raw = np.empty((x.shape[0], N_COMPONENTS))
-        raw[:, 0] = np.abs(x - lv[:, FAST_MEAN]) / scale(lv[:, FAST_VAR], lv[:, FAST_MEAN])
-        raw[:, 1] = np.abs(step) / scale(lv[:, STEP_VAR], prev)
-        raw[:, 2] = np.abs(short - lv[:, SLOW_MEAN]) / scale(lv[:, SLOW_VAR], lv[:, SLOW_MEAN])
-        lv[:, FAST_MEAN], lv[:, FAST_VAR] = ewma_fold(lv[:, FAST_MEAN], lv[:, FAST_VAR], x, a)
-        lv[:, STEP_VAR] += np.maximum(a, 1.0 / np.maximum(n - 1, 1)) * (step * step - lv[:, STEP_VAR]) * (n > 1)
-        lv[:, SHORT_MEAN] = short
-        lv[:, SLOW_MEAN], lv[:, SLOW_VAR] = ewma_fold(lv[:, SLOW_MEAN], lv[:, SLOW_VAR], x, a_slow)
-        floats(self.state["level"])[sensor] = lv
-        floats(self.state["prev"])[sensor] = x
-        raw[n < 3] = 0.0  # no variance yet: nothing to compare with
-        return np.log1p(raw)
-
-    def _calibrate(self, sensor: Int32Array, raw: FloatArray, n: IntArray) -> FloatArray:
-        """Largest tail score of the components' short averages vs their long-horizon stats."""
-        st = floats(self.state["raw"])[sensor]
-        first = (1.0 / n)[:, None]
-        average = st[:, 2] + np.maximum(self.average_alpha, first) * (raw - st[:, 2])
-        z = (average - st[:, 0]) / scale(st[:, 1], st[:, 0])
-        st[:, 0], st[:, 1] = ewma_fold(st[:, 0], st[:, 1], raw, np.maximum(self.likelihood_alpha, first))
-        st[:, 2] = average
-        floats(self.state["raw"])[sensor] = st
-        level: FloatArray = tail_score(z).max(axis=1)
-        level[n <= self.warmup] = 0.0
-        return level
-
-    def _new_peaks(self, sensor: Int32Array, level: FloatArray) -> FloatArray:
-        peak = floats(self.state["peak"])[sensor] * self.peak_decay
+        raw = self._raw_scores(st, value, n, first)
+        z = self._calibrate(st, raw, np.maximum(self.likelihood_alpha, first))
+        level = gaussian_nines(z) * (n > self.warmup)
+        peak = st["peak"] * self.peak_decay
         new = level > peak
-        floats(self.state["peak"])[sensor] = np.where(new, level, peak)
-        out: FloatArray = np.where(new, level, 0.0)
+        st["peak"] = np.maximum(level, peak)
+        st["n"] = n
+        for name in STATE:
+            self.state[name][s] = st[name]
+        out: FloatArray = unit_interval(level) * new
         return out
+
+    def _raw_scores(self, st: dict[str, Any], x: FloatArray, n: IntArray, first: FloatArray) -> list[FloatArray]:
+        """log(1 + |z|) of point, step and shift; folds the reading into ``st``."""
+        prev = np.where(n == 1, x, st["prev"])
+        step = x - prev
+        short = st["short_mean"] + np.maximum(self.short_alpha, first) * (x - st["short_mean"])
+        live = n > 2  # before that there is no variance to compare with
+        raw = [
+            np.log1p(np.abs(x - st["fast_mean"]) / _scale(st["fast_var"], st["fast_mean"]) * live),
+            np.log1p(np.abs(step) / _scale(st["step_var"], prev) * live),
+            np.log1p(np.abs(short - st["slow_mean"]) / _scale(st["slow_var"], st["slow_mean"]) * live),
+        ]
+        st["fast_mean"], st["fast_var"] = ewma_fold(st["fast_mean"], st["fast_var"], x, np.maximum(self.alpha, first))
+        step_weight = np.where(n > 1, np.maximum(self.alpha, 1.0 / np.maximum(n - 1, 1)), 0.0)
+        st["step_var"] = st["step_var"] + step_weight * (step * step - st["step_var"])
+        st["short_mean"], st["prev"] = short, x
+        st["slow_mean"], st["slow_var"] = ewma_fold(st["slow_mean"], st["slow_var"], x, np.maximum(self.slow_alpha, first))
+        return raw
+
+    def _calibrate(self, st: dict[str, Any], raw: list[FloatArray], weight: FloatArray) -> FloatArray:
+        """Largest z of the components' raw scores against their long-horizon mean/var."""
+        z = np.zeros(weight.shape[0])
+        for c, r in enumerate(raw):
+            mean, var = st[f"mean{c}"], st[f"var{c}"]
+            np.maximum(z, (r - mean) / (np.sqrt(var) + FLOOR), out=z)
+            st[f"mean{c}"], st[f"var{c}"] = ewma_fold(mean, var, r, weight)
+        return z
+
+
+def _scale(var: FloatArray, level: FloatArray) -> FloatArray:
+    """sqrt(var), floored relative to |level|: finite z for a flat series."""
+    out: FloatArray = np.sqrt(var) + (REL_FLOOR * np.abs(level) + FLOOR)
+    return out

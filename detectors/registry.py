@@ -12,13 +12,39 @@ from typing import Any, Final, cast
 
 from detectors.aqi import AqiHj633
 from detectors.base import DetectorContext, Detector
+from detectors.counter_decrease import CounterDecrease
+from detectors.cusum import TwoSidedCusum
+from detectors.ensemble import Ensemble
+from detectors.ewma_z import EwmaZScore
 from detectors.hj212_flag import Hj212Flag
+from detectors.idle_hours import WorkingHoursIdle
+from detectors.no_signal import NoSignal
+from detectors.out_of_range import OutOfRange
 from detectors.quantity_value import QuantityValue
+from detectors.rate_of_change import RateOfChange
+from detectors.rise_rate import RiseRate
+from detectors.robust_z import RobustZScore
+from detectors.seasonal import SeasonalBaseline
+from detectors.stuck import StuckValue
+from detectors.traffic_pair import TrafficPair
 
 DETECTORS: Final[dict[str, type[Detector]]] = {
     "aqi_hj633": AqiHj633,
     "quantity_value": QuantityValue,
     "hj212_flag": Hj212Flag,
+    "stuck": StuckValue,
+    "no_signal": NoSignal,
+    "out_of_range": OutOfRange,
+    "counter_decrease": CounterDecrease,
+    "rise_rate": RiseRate,
+    "idle_in_hours": WorkingHoursIdle,
+    "traffic_pair": TrafficPair,
+    "robust_z": RobustZScore,
+    "ewma_z": EwmaZScore,
+    "cusum": TwoSidedCusum,
+    "rate_of_change": RateOfChange,
+    "seasonal": SeasonalBaseline,
+    "ensemble": Ensemble,
 }
 
 

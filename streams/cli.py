@@ -18,9 +18,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 stack_app = typer.Typer(no_args_is_help=True, help="The local stack: real Kafka (KRaft) + Redis.")
 alerts_app = typer.Typer(no_args_is_help=True, help="Alarm events on the alerts topic.")
 topology_app = typer.Typer(no_args_is_help=True, help="Validate topology.yaml and its sensor catalog.")
+bench_app = typer.Typer(no_args_is_help=True, help="Offline benchmarks of the detectors.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(topology_app, name="topology")
+app.add_typer(bench_app, name="bench")
 
 TopologyOpt = Annotated[Path, typer.Option("--topology", "-t", help="topology.yaml to use", envvar="CITYOPS_TOPOLOGY")]
 
@@ -163,6 +165,17 @@ def demo(
     except KeyboardInterrupt:
         pass
 
+
+@bench_app.command("nab")
+def bench_nab(
+    data: Annotated[Path, typer.Option("--data", help="folder holding <category>/<file>.csv (timestamp,value)")],
+    out: Annotated[Path, typer.Option("--out", help="folder for <category>/<file>.csv (timestamp,anomaly_score)")],
+) -> None:
+    """Score NAB-format CSVs with the production ensemble detector (causal, one parameter set)."""
+    from streams.bench_nab import run_bench
+
+    files, rows = run_bench(data, out)
+    typer.echo(f"scored {rows} rows in {files} files -> {out}")
 
 
 def main() -> None:

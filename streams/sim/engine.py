@@ -32,7 +32,7 @@ from detectors.base import FloatArray, IntArray
 from streams.errors import ConfigError
 from streams.sim.city import City, FlagArray, build_city
 from streams.sim.faults import RandomFaults
-from streams.sim.incidents import Plan, apply, resolve
+from streams.sim.incidents import Plan, apply, apply_committed, resolve, silenced
 from streams.sim.messages import Assembler, SimMessage, TickReadings, parse_offset
 from streams.sim.scenario import Scenario, load_scenario
 from streams.sim.truth import RuleBook, TruthRecord, incident_truth
@@ -170,13 +170,14 @@ class Simulation:
             if due.size == 0:
                 break
             t = self._next_due[due]
+            mute, resume = silenced(self.plans, due, t)  # sensor_silent incidents: no reading at all
             for m in range(len(self.city.models)):
-                sel = self.city.model_of[due] == m
+                sel = (self.city.model_of[due] == m) & ~mute
                 if sel.any():
                     part, covered = self._readings(m, due[sel], t[sel])
                     parts[m].append(part)
                     urgent[m].append(covered)
-            self._next_due[due] = self._next_report(due, t)
+            self._next_due[due] = np.where(mute, resume, self._next_report(due, t))
         if not encode:
             return []
         out: list[tuple[int, SimMessage]] = []
@@ -210,6 +211,9 @@ class Simulation:
                 covered[apply(plan, sensor, t, values, flags, self._rng_values)] = True
         self._faults.apply(sensor, event_ms, covered, flags)
         model.commit(local, t, values)
+        for plan in self.plans:
+            if plan.kind == model.kind:
+                apply_committed(plan, sensor, t, values)
         matrix = np.full((sensor.size, len(out.quantities)), np.nan)
         for j, q in enumerate(out.quantities):
             if q in values:

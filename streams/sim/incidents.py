@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors.base import FloatArray, IntArray
 from streams.errors import ConfigError
 from streams.sim.city import NO_SENSOR, City, FlagArray, HazmatModel, TrafficModel, Values, bounded_noise
-from streams.sim.scenario import GasLeak, Incident, MeterFault, PollutionEpisode, TrafficIncident
+from streams.sim.scenario import (
+    GasLeak,
+    Incident,
+    MeterFault,
+    MeterIdle,
+    MeterReset,
+    PollutionEpisode,
+    SensorSilent,
+    SlowLeak,
+    StuckSensor,
+    TrafficIncident,
+)
 
 _M = TypeVar("_M")
 
@@ -42,6 +54,7 @@ class Plan:
     part: IntArray  # TARGET / UPSTREAM / DOWNSTREAM / TANK per row
     peak: FloatArray  # per row: peak %LEL, PM2.5, trough speed or pressure-dip fraction
     slot: IntArray  # global sensor -> row in this plan, -1 if untouched
+    memory: dict[str, FloatArray] = field(default_factory=dict)  # per plan row: frozen values, register offset
 
     @property
     def start_s(self) -> float:
@@ -85,6 +98,12 @@ def _resolve_one(where: str, plan_id: str, spec: Incident, city: City, rng: np.r
     elif isinstance(spec, TrafficIncident):
         rows, part, peak = _traffic(where, spec, city, rng)
         kind = "traffic"
+    elif isinstance(spec, SlowLeak):
+        rows, part, peak = _slow_leak(where, spec, city, rng)
+        kind = "hazmat"
+    elif isinstance(spec, StuckSensor | SensorSilent):
+        rows, part, peak = _one_sensor(where, spec, city, rng, spec.sensor_kind)
+        kind = spec.sensor_kind
     else:
         rows, part, peak = _meter(where, spec, city, rng)
         kind = "energy"
@@ -168,12 +187,14 @@ def _traffic(where: str, spec: TrafficIncident, city: City, rng: np.random.Gener
     local = int(city.local_of[target])
     rows = [target]
     part = [TARGET]
-    peak = [spec.speed_factor * float(model.lowlow[local])]
+    limit = model.low if spec.speed_of == "low" else model.lowlow
+    peak = [spec.speed_factor * float(limit[local])]
     up, down = int(model.upstream[local]), int(model.downstream[local])
     if spec.upstream and up != NO_SENSOR:  # the queue backs up: congested, between lowlow and low
         rows.append(int(glob[up]))
         part.append(UPSTREAM)
-        peak.append(0.5 * float(model.low[up] + model.lowlow[up]))
+        mild = spec.speed_of == "low"  # ...or, in a mild incident, as slow as the target relative to low
+        peak.append(spec.speed_factor * float(model.low[up]) if mild else 0.5 * float(model.low[up] + model.lowlow[up]))
     if down != NO_SENSOR:  # fewer vehicles get through
         rows.append(int(glob[down]))
         part.append(DOWNSTREAM)
@@ -181,7 +202,25 @@ def _traffic(where: str, spec: TrafficIncident, city: City, rng: np.random.Gener
     return np.array(rows, np.int64), np.array(part, np.int64), np.array(peak, np.float64)
 
 
-def _meter(where: str, spec: MeterFault, city: City, rng: np.random.Generator) -> Resolved:
+def _slow_leak(where: str, spec: SlowLeak, city: City, rng: np.random.Generator) -> Resolved:
+    model = _model(city, "hazmat", where, HazmatModel)
+    detectors = [int(city.global_of[_m(city, "hazmat")][i]) for i in np.flatnonzero(~model.is_tank)]
+    candidates = _candidates(where, spec, city, detectors)
+    source = candidates[0] if spec.sensor_id else _pick(rng, candidates)
+    return np.array([source], np.int64), np.array([TARGET], np.int64), np.array([spec.peak_lel])
+
+
+def _one_sensor(where: str, spec: Incident, city: City, rng: np.random.Generator, kind: str) -> Resolved:
+    pool = [int(g) for g in city.global_of[_m(city, kind)]]
+    if kind == "hazmat":  # a gas detector: that is where a frozen or silent sensor hides a leak
+        model = _model(city, "hazmat", where, HazmatModel)
+        pool = [g for g in pool if not model.is_tank[city.local_of[g]]]
+    picked = _candidates(where, spec, city, pool)
+    target = picked[0] if spec.sensor_id else _pick(rng, picked)
+    return np.array([target], np.int64), np.array([TARGET], np.int64), np.zeros(1)
+
+
+def _meter(where: str, spec: MeterFault | MeterReset | MeterIdle, city: City, rng: np.random.Generator) -> Resolved:
     meters = [int(g) for g in city.global_of[_m(city, "energy")]]
     picked = _candidates(where, spec, city, meters)
     target = picked[0] if (spec.sensor_id or spec.site_id) else _pick(rng, picked)
@@ -232,7 +271,52 @@ def apply(
     elif isinstance(spec, MeterFault):
         values["power_kw"][hit] = 0.0
         flags[hit] = spec.flag
+    elif isinstance(spec, SlowLeak):
+        values["gas_lel"][hit] += peak * e  # on top of the detector's zero offset
+    elif isinstance(spec, StuckSensor):
+        _freeze(plan, values, hit, rows)
+    elif isinstance(spec, MeterIdle):
+        values["power_kw"][hit] = 0.0
     return hit
+
+
+def _freeze(plan: Plan, values: Values, hit: IntArray, rows: IntArray) -> None:
+    """Every quantity keeps the value of the plan row's first reading in the incident."""
+    for quantity, column in values.items():
+        if quantity == "energy_kwh":  # the register is the model's (commit): it keeps counting
+            continue
+        held = plan.memory.setdefault(quantity, np.full(plan.rows.size, np.nan))
+        new = np.isnan(held[rows])
+        held[rows[new]] = column[hit[new]]
+        column[hit] = held[rows]
+
+
+def silenced(plans: list[Plan], sensor: IntArray, t_s: FloatArray) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+    """Which due readings a ``sensor_silent`` incident swallows, and when each such sensor
+    reports next (the incident's end)."""
+    mute = np.zeros(sensor.size, bool)
+    resume = np.full(sensor.size, np.nan)
+    for plan in plans:
+        if isinstance(plan.spec, SensorSilent):
+            hit, _ = plan.covering(sensor, t_s)
+            mute[hit] = True
+            resume[hit] = plan.end_s
+    return mute, resume
+
+
+def apply_committed(plan: Plan, sensor: IntArray, t_s: FloatArray, values: Values) -> None:
+    """Incidents on what the model computed last (the energy register): a ``meter_reset``
+    shows the register less its value at the first reading of the incident."""
+    if not isinstance(plan.spec, MeterReset):
+        return
+    hit, rows = plan.covering(sensor, t_s)
+    if hit.size == 0:
+        return
+    offset = plan.memory.setdefault("register_offset", np.full(plan.rows.size, np.nan))
+    register = values["energy_kwh"]
+    new = np.isnan(offset[rows])
+    offset[rows[new]] = register[hit[new]]
+    register[hit] = register[hit] - offset[rows]
 
 
 def _blend(values: Values, quantity: str, hit: IntArray, e: FloatArray, target: FloatArray) -> None:

@@ -77,11 +77,16 @@ class PollutionEpisode(_Incident):
 
 
 class TrafficIncident(_Incident):
-    """One road station's speed falls to ``speed_factor`` x its ``speed_kmh.lowlow``;
-    occupancy rises; the upstream station queues, the downstream one empties."""
+    """One road station's speed falls to ``speed_factor`` x its ``speed_kmh.<speed_of>``
+    limit; occupancy rises; the upstream station queues, the downstream one empties.
+
+    ``speed_of: low`` with ``speed_factor`` > 1 is the mild kind (a night-time
+    lane blockage): speed stays above every speed limit, only occupancy shows it
+    (the upstream station then slows to the same factor of its own ``low``)."""
 
     type: Literal["traffic_incident"]
-    speed_factor: Fraction = 0.5
+    speed_factor: Annotated[float, Field(gt=0, le=2)] = 0.5
+    speed_of: Literal["lowlow", "low"] = "lowlow"
     occupancy_pct: Annotated[float, Field(gt=0, le=100)] = 80.0
     upstream: bool = True
 
@@ -94,7 +99,62 @@ class MeterFault(_Incident):
     ramp_s: NonNegative | None = 0.0
 
 
-Incident = Annotated[GasLeak | PollutionEpisode | TrafficIncident | MeterFault, Field(discriminator="type")]
+SensorKind = Literal["air", "hazmat", "traffic", "energy"]
+
+
+class SlowLeak(_Incident):
+    """gas_lel at one gas detector climbs by ``peak_lel`` over ``ramp_s`` and stays
+    there: a slow leak that never reaches the 25 %LEL first set point (with the
+    detector's zero offset and noise it stays below it for peak_lel <= 20)."""
+
+    type: Literal["slow_leak"]
+    peak_lel: Annotated[float, Field(gt=0, le=22)] = 20.0
+    report_period_s: Positive = 10.0
+
+
+class StuckSensor(_Incident):
+    """One sensor of ``sensor_kind`` repeats the values of its first reading in the
+    incident (a frozen transmitter); energy_kwh keeps counting from the frozen power."""
+
+    type: Literal["stuck_sensor"]
+    sensor_kind: SensorKind = "air"
+    ramp_s: NonNegative | None = 0.0
+    report_period_s: Positive = 60.0
+
+
+class SensorSilent(_Incident):
+    """One sensor of ``sensor_kind`` sends nothing from ``at_s`` to ``at_s + duration_s``."""
+
+    type: Literal["sensor_silent"]
+    sensor_kind: SensorKind = "hazmat"
+    ramp_s: NonNegative | None = 0.0
+    report_period_s: Positive = 60.0
+
+
+class MeterReset(_Incident):
+    """An energy meter's energy_kwh register drops to ~0 at ``at_s`` and counts on from
+    there until ``at_s + duration_s`` (then the old register shows again)."""
+
+    type: Literal["meter_reset"]
+    ramp_s: NonNegative | None = 0.0
+    report_period_s: Positive = 60.0
+
+
+class MeterIdle(_Incident):
+    """An energy meter reads zero power with flag N (plant stopped, meter bypassed)."""
+
+    type: Literal["meter_idle"]
+    ramp_s: NonNegative | None = 0.0
+    report_period_s: Positive = 60.0
+
+
+Incident = Annotated[
+    GasLeak | PollutionEpisode | TrafficIncident | MeterFault | SlowLeak | StuckSensor | SensorSilent | MeterReset
+    | MeterIdle,
+    Field(discriminator="type"),
+]
+INCIDENT_TYPES = ("gas_leak", "pollution_episode", "traffic_incident", "meter_fault", "slow_leak", "stuck_sensor",
+                  "sensor_silent", "meter_reset", "meter_idle")
 
 
 class Faults(_Model):
@@ -154,7 +214,7 @@ def parse_scenario(name: str, text: str) -> Scenario:
 
 def _describe(err: Any) -> str:
     # Drop the union tag pydantic inserts (incidents.0.gas_leak.at_s -> incidents[0].at_s).
-    tags = {"gas_leak", "pollution_episode", "traffic_incident", "meter_fault"}
+    tags = set(INCIDENT_TYPES)
     loc = [p for i, p in enumerate(err["loc"]) if not (i == 2 and p in tags)]
     where = format_loc(loc)
     if err["type"] == "missing":

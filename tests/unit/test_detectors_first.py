@@ -131,12 +131,11 @@ def test_flag_validation(mapping: dict[str, Any], message: str) -> None:
 # --- registry ----------------------------------------------------------------
 
 
-def test_registry_kinds() -> None:
-    assert DETECTORS == {
-        "aqi_hj633": AqiHj633,
-        "quantity_value": QuantityValue,
-        "hj212_flag": Hj212Flag,
-    }
+def test_registry_holds_the_first_detectors_and_only_full_detectors() -> None:
+    assert {DETECTORS["aqi_hj633"], DETECTORS["quantity_value"], DETECTORS["hj212_flag"]} == {AqiHj633, QuantityValue, Hj212Flag}
+    for kind, cls in DETECTORS.items():
+        for method in ("score_and_update", "resize", "snapshot", "restore", "test_params"):
+            assert callable(getattr(cls, method, None)), f"{kind}: no {method}"
 
 
 def test_registry_rejects_unknown_and_missing_params() -> None:

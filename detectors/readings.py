@@ -1,0 +1,86 @@
+"""Helpers shared by the data-quality and domain detectors: reading-level views of
+a long-format batch, typed views of state arrays, and parameter checks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.base import FLAG_NORMAL, FloatArray, IntArray, ReadingBatch
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """The readings of a long-format batch, in arrival order (ascending ``reading_idx``).
+
+    ``row`` is each reading's first row in the batch; ``of_row`` maps every batch
+    row to its reading's position here.
+    """
+
+    row: IntArray
+    of_row: IntArray
+
+    @classmethod
+    def of(cls, batch: ReadingBatch) -> Readings:
+        if len(batch) == 0:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        _, first, inverse = np.unique(batch.reading_idx, return_index=True, return_inverse=True)
+        return cls(first.astype(np.int64), inverse.astype(np.int64).reshape(-1))
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+    def value(self, batch: ReadingBatch, quantity_idx: int) -> FloatArray:
+        """Per reading: the value of ``quantity_idx`` when its HJ 212 flag is N, else NaN."""
+        out = np.full(len(self), np.nan)
+        hit = np.flatnonzero((batch.quantity_idx == quantity_idx) & (batch.flag == FLAG_NORMAL))
+        out[self.of_row[hit]] = batch.value[hit]
+        return out
+
+
+def floats(array: npt.NDArray[np.generic]) -> FloatArray:
+    """A state array, typed as float64 (it is one: see the Field)."""
+    out: FloatArray = array.view(np.float64)
+    return out
+
+
+def ints(array: npt.NDArray[np.generic]) -> IntArray:
+    """A state array, typed as int64 (it is one: see the Field)."""
+    out: IntArray = array.view(np.int64)
+    return out
+
+
+def check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        msg = f"{name}: must be a finite number > 0, got {value!r}"
+        raise ValueError(msg)
+
+
+def check_at_least(name: str, value: float, low: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < low:
+        msg = f"{name}: must be a finite number >= {low:g}, got {value!r}"
+        raise ValueError(msg)
+
+
+def check_fraction(name: str, value: float) -> None:
+    """0 < value <= 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        msg = f"{name}: must be in (0, 1], got {value!r}"
+        raise ValueError(msg)
+
+
+def check_int_at_least(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        msg = f"{name}: must be an int >= {low}, got {value!r}"
+        raise ValueError(msg)
+
+
+def check_quantity(quantity: str, quantities: tuple[str, ...]) -> int:
+    if quantity not in quantities:
+        msg = f"quantity: {quantity!r} is not in this kind's catalog; valid: {list(quantities)}"
+        raise ValueError(msg)
+    return quantities.index(quantity)

@@ -1,0 +1,70 @@
+"""``seasonal``: |z| against an hour-of-week profile learned online per sensor.
+
+Each sensor keeps an EWMA mean and variance per slot: hour of day x weekday
+(168 slots; 24 with ``weekly=False``), in the city's local time
+(``context.utc_offset_s``) and by event time only. A reading is scored against
+its own slot, so the usual 8 o'clock rush is normal at 8:00 and anomalous at
+3:00. Slot weights are max(alpha, 1/n_slot); a slot scores 0 until it has seen
+``warmup`` readings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.state import Field
+from detectors.stats import check_at_least, check_fraction, ewma_fold, floats, ints, scale, StatisticalDetector
+
+MS_PER_HOUR = 3_600_000
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+
+
+def hour_of_week(event_ms: IntArray, utc_offset_s: int, weekly: bool = True) -> IntArray:
+    """Slot of each event time: weekday * 24 + local hour (Monday 0:00 = 0), or the hour alone."""
+    hours = (event_ms + utc_offset_s * 1000) // MS_PER_HOUR
+    if not weekly:
+        return hours % 24
+    out: IntArray = (hours + EPOCH_WEEKDAY * 24) % 168
+    return out
+
+
+class SeasonalBaseline(StatisticalDetector):
+    """|x - slot mean| / slot std, slot = local hour of the week (or of the day)."""
+
+    measure: ClassVar[str] = "seasonal_z"
+    anomaly: ClassVar[str] = "spike"
+
+    def __init__(
+        self, context: DetectorContext, *, quantity: str, alpha: float = 0.1, warmup: int = 10, weekly: bool = True
+    ) -> None:
+        check_fraction("alpha", alpha)
+        check_at_least("warmup", warmup, 2)
+        if not isinstance(weekly, bool):
+            msg = f"weekly: {weekly!r} is not a boolean; valid: true, false"
+            raise ValueError(msg)
+        self.alpha, self.warmup, self.weekly = alpha, int(warmup), weekly
+        self.n_slots = 168 if weekly else 24
+        super().__init__(context, quantity=quantity)
+
+    def state_fields(self) -> Mapping[str, Field]:
+        shape = (self.n_slots,)
+        return {"n": Field(np.int64, 0, shape), "mean": Field(np.float64, 0.0, shape), "var": Field(np.float64, 0.0, shape)}
+
+    @classmethod
+    def test_params(cls) -> Iterator[dict[str, Any]]:
+        yield {"quantity": "value"}
+        yield {"quantity": "value", "alpha": 0.5, "warmup": 2, "weekly": False}
+
+    def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
+        slot = hour_of_week(event_ms, self.context.utc_offset_s, self.weekly)
+        counts, means, variances = ints(self.state["n"]), floats(self.state["mean"]), floats(self.state["var"])
+        n = counts[sensor, slot] + 1
+        mean, var = means[sensor, slot], variances[sensor, slot]
+        z: FloatArray = np.where(n > self.warmup, np.abs(value - mean) / scale(var, mean), 0.0)
+        means[sensor, slot], variances[sensor, slot] = ewma_fold(mean, var, value, np.maximum(self.alpha, 1.0 / n))
+        counts[sensor, slot] = n
+        return z

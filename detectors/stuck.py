@@ -1,0 +1,60 @@
+"""``stuck``: a sensor repeating one value (or staying inside a tiny band) for many readings.
+
+Per sensor the detector keeps the current *run*: the readings since the last one
+that left the band, and the band's low and high value. A reading extends the run
+when the run's values, itself included, span at most ``tolerance``; otherwise it
+starts a new run. ``tolerance = 0`` means exact repeats (a frozen sensor
+re-sending its last value); a small tolerance also catches a collapsed variance
+(a sensor that still wobbles in its last digit but no longer measures).
+
+Score = run length / ``run_length`` once the run holds two readings or more
+(1.0 when ``run_length`` consecutive readings sat in the band, 2.0 at twice
+that), 0 for a reading that starts a new run. A route at 1.0 fires on the
+``run_length``-th reading of a run; a reading that leaves the band clears it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.readings import check_at_least, check_int_at_least, floats, ints
+from detectors.series import SeriesDetector
+from detectors.state import Field
+
+
+class StuckValue(SeriesDetector):
+    """Run of readings within ``tolerance`` of each other, over ``run_length``."""
+
+    measure: ClassVar[str] = "stuck_run"
+    anomaly: ClassVar[str] = "flatline"
+
+    def __init__(self, context: DetectorContext, *, quantity: str, run_length: int = 10, tolerance: float = 0.0) -> None:
+        check_int_at_least("run_length", run_length, 2)
+        check_at_least("tolerance", tolerance, 0.0)
+        self.run_length = run_length
+        self.tolerance = float(tolerance)
+        super().__init__(context, quantity=quantity)
+        self.resize(len(context.sensor_ids))  # catalog sensors: snapshot(sensors) may name any
+
+    def state_fields(self) -> Mapping[str, Field]:
+        return {"run": Field(np.int64, 0), "low": Field(np.float64, np.nan), "high": Field(np.float64, np.nan)}
+
+    def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
+        run, low, high = ints(self.state["run"]), floats(self.state["low"]), floats(self.state["high"])
+        new_low = np.fmin(low[sensor], value)  # fmin: a sensor's first reading has NaN bounds
+        new_high = np.fmax(high[sensor], value)
+        stays = (run[sensor] > 0) & (new_high - new_low <= self.tolerance)
+        run[sensor] = np.where(stays, run[sensor] + 1, 1)
+        low[sensor] = np.where(stays, new_low, value)
+        high[sensor] = np.where(stays, new_high, value)
+        out: FloatArray = np.where(run[sensor] > 1, run[sensor] / self.run_length, 0.0)
+        return out
+
+    @classmethod
+    def test_params(cls) -> Iterator[dict[str, Any]]:
+        yield {"quantity": "value", "run_length": 5}
+        yield {"quantity": "value", "run_length": 8, "tolerance": 0.01}

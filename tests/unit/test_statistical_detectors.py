@@ -1,0 +1,167 @@
+"""The statistical detectors do what their docstrings claim, on hand-made series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.base import DetectorContext, FloatArray
+from detectors.columns import batch_from_columns
+from detectors.cusum import TwoSidedCusum
+from detectors.ensemble import Ensemble
+from detectors.ewma_z import EwmaZScore
+from detectors.rate_of_change import RateOfChange
+from detectors.registry import DETECTORS
+from detectors.robust_z import RobustZScore
+from detectors.seasonal import SeasonalBaseline, hour_of_week
+from detectors.series import SeriesDetector
+from detectors.stats import gaussian_nines, tail_nines
+
+CTX = DetectorContext(quantities=("value",), utc_offset_s=0)
+MINUTE_MS = 60_000
+T0_MS = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC, a Tuesday
+
+
+def run(detector: SeriesDetector, values: FloatArray, period_ms: int = MINUTE_MS, t0_ms: int = T0_MS) -> FloatArray:
+    """Scores of one sensor's series, fed in one batch (rounds step it reading by reading)."""
+    n = values.shape[0]
+    scores = detector.score_and_update(batch_from_columns(np.zeros(n), t0_ms + period_ms * np.arange(n), values))
+    out = np.zeros(n)
+    out[scores.rows] = scores.score
+    return out
+
+
+def noise(n: int, seed: int = 0) -> FloatArray:
+    return np.random.default_rng(seed).normal(0.0, 1.0, n)
+
+
+def test_ewma_z_matches_its_definition_on_a_step() -> None:
+    values = np.r_[np.full(50, 10.0) + 0.1 * noise(50), np.full(5, 12.0)]
+    z = run(EwmaZScore(CTX, quantity="value", alpha=0.1, warmup=30), values)
+    # reference recursion, one reading at a time
+    mean, var = values[0], 0.0
+    for i in range(1, 51):
+        a = max(0.1, 1.0 / (i + 1)) if i < 50 else 0.1
+        if i == 50:
+            expected = abs(values[50] - mean) / np.sqrt(var)
+        d = values[i] - mean
+        mean, var = mean + a * d, (1 - a) * (var + a * d * d)
+    assert z[:30].max() == 0.0  # warm-up
+    assert z[50] == pytest.approx(expected, rel=1e-6)
+    assert z[50] > 10 * z[30:50].max() / 3  # the step is far above the noise's z
+
+
+def test_cusum_catches_a_small_sustained_shift_that_z_misses() -> None:
+    values = np.r_[noise(400, 1), noise(100, 2) + 1.0]  # +1 sigma from reading 400
+    cusum = run(TwoSidedCusum(CTX, quantity="value", alpha=0.01, k=0.5), values)
+    z = run(EwmaZScore(CTX, quantity="value", alpha=0.01), values)
+    # drift per reading is about shift - k = 0.5 sigma: after 100 readings ~50
+    assert cusum[450:].max() > 3 * cusum[100:400].max()
+    assert z[400:].max() < 1.5 * z[100:400].max()  # no single reading stands out
+
+
+def test_cusum_is_two_sided() -> None:
+    values = np.r_[noise(300, 3), noise(100, 4) - 1.0]
+    cusum = run(TwoSidedCusum(CTX, quantity="value"), values)
+    assert cusum[350:].max() > 3 * cusum[100:300].max()
+
+
+def test_robust_z_ignores_a_single_outlier_in_its_baseline() -> None:
+    base = 10.0 + 0.1 * noise(40, 5)
+    values = np.r_[base[:20], 1e6, base[20:], 10.5]  # outlier inside the window, then a 5-sigma-ish reading
+    z = run(RobustZScore(CTX, quantity="value", window=30), values)
+    window = values[-31:-1]
+    median = np.median(window)
+    mad = 1.4826 * np.median(np.abs(window - median))
+    assert z[-1] == pytest.approx(abs(10.5 - median) / mad, rel=1e-6)
+    # a mean/std baseline would be ruined by the 1e6 reading
+    assert z[-1] > 3.0
+
+
+def test_robust_z_scores_zero_until_the_window_is_full() -> None:
+    z = run(RobustZScore(CTX, quantity="value", window=10), np.r_[np.ones(10), 100.0])
+    assert z[:10].max() == 0.0 and z[10] > 1e6  # flat window: MAD 0, huge finite score
+    assert np.isfinite(z).all()
+
+
+def test_rate_of_change_uses_elapsed_time() -> None:
+    # the same 10-unit step after 10x the usual gap is a 10x smaller rate
+    n = 60
+    t = T0_MS + MINUTE_MS * np.arange(n + 2)
+    t[-1] = t[-2] + 10 * MINUTE_MS
+    values = np.r_[np.arange(n, dtype=float) * 0.1 + 0.01 * noise(n, 6), 100.0, 110.0]
+    det = RateOfChange(CTX, quantity="value")
+    scores = det.score_and_update(batch_from_columns(np.zeros(n + 2), t, values)).score
+    fast = scores[-2]  # jump of ~94 in one minute
+    slow = scores[-1]  # 10 more over ten minutes: rate 1/min, ~10x the usual 0.1/min
+    assert fast > 50 * slow > 0
+
+
+def test_seasonal_learns_a_daily_pattern_and_flags_an_off_hours_spike() -> None:
+    hours = np.arange(24 * 7 * 4)  # four weeks, hourly
+    rush = np.where((hours % 24 >= 7) & (hours % 24 <= 9), 100.0, 10.0)
+    values = rush + noise(hours.size, 7)
+    spike_at = hours.size - 24 + 3  # 03:00 on the last day
+    values[spike_at] = 100.0  # a rush-hour level at night
+    det = SeasonalBaseline(CTX, quantity="value", weekly=False, warmup=5)
+    z = run(det, values, period_ms=3_600_000, t0_ms=0)  # t0 = 1970-01-01 00:00 UTC
+    last_week = slice(hours.size - 168, hours.size)
+    rush_hours = (hours % 24 >= 7) & (hours % 24 <= 9)
+    assert z[spike_at] > 20
+    assert z[last_week][rush_hours[last_week]].max() < 6  # the rush itself is normal
+
+
+def test_hour_of_week_slots() -> None:
+    monday_0800_utc = np.array([4 * 86_400_000 + 8 * 3_600_000])  # 1970-01-05 was a Monday
+    assert hour_of_week(monday_0800_utc, 0)[0] == 8
+    assert hour_of_week(monday_0800_utc, 8 * 3600)[0] == 16  # the city's clock
+    assert hour_of_week(monday_0800_utc - 86_400_000, 0)[0] == 6 * 24 + 8  # Sunday
+    assert hour_of_week(monday_0800_utc, 0, weekly=False)[0] == 8
+
+
+def test_ensemble_scores_a_spike_once_in_0_to_1() -> None:
+    values = np.r_[10 + noise(600, 8), 40.0, 10 + noise(300, 9)]
+    s = run(Ensemble(CTX, quantity="value"), values)
+    assert ((s >= 0) & (s <= 1)).all() and np.isfinite(s).all()
+    assert s[600] == s.max() > 0.5  # a 30-sigma spike: tail probability far below 1e-12
+    assert s[601:].max() < s[600]  # later readings do not re-alarm at that level
+
+
+def test_ensemble_reports_new_peaks_only() -> None:
+    values = 10 + noise(2000, 10)
+    s = run(Ensemble(CTX, quantity="value"), values)
+    # on plain noise, new peaks are rare: records of a roughly stationary score
+    assert np.count_nonzero(s) < 0.05 * values.size
+
+
+def test_gaussian_nines_approximates_the_exact_tail() -> None:
+    z = np.linspace(0, 30, 301)
+    np.testing.assert_allclose(gaussian_nines(z), tail_nines(z), rtol=5e-3)
+    assert tail_nines(np.array([1.2815515655446004]))[0] == pytest.approx(1.0)  # Q = 0.1
+
+
+@pytest.mark.parametrize(
+    ("cls", "params", "name"),
+    [
+        (EwmaZScore, {"alpha": 0.0}, "alpha"),
+        (EwmaZScore, {"warmup": 1}, "warmup"),
+        (TwoSidedCusum, {"k": -1.0}, "k"),
+        (TwoSidedCusum, {"alpha": 1.5}, "alpha"),
+        (RateOfChange, {"alpha": 1.0}, "alpha"),
+        (RobustZScore, {"window": 2}, "window"),
+        (SeasonalBaseline, {"weekly": "yes"}, "weekly"),
+        (Ensemble, {"peak_decay": 1.0}, "peak_decay"),
+        (Ensemble, {"likelihood_alpha": 0.0}, "likelihood_alpha"),
+        (Ensemble, {"warmup": 0}, "warmup"),
+    ],
+)
+def test_parameter_errors_name_the_parameter(cls: type, params: dict[str, object], name: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{name}: .* valid: "):
+        cls(CTX, quantity="value", **params)
+
+
+def test_registered_names() -> None:
+    expected = {"robust_z": RobustZScore, "ewma_z": EwmaZScore, "cusum": TwoSidedCusum,
+                "rate_of_change": RateOfChange, "seasonal": SeasonalBaseline, "ensemble": Ensemble}
+    for name, cls in expected.items():
+        assert DETECTORS[name] is cls
