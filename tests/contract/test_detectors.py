@@ -90,11 +90,16 @@ def _synthetic_stream() -> ReadingBatch:
 
 
 def _arrival_order(batch: ReadingBatch) -> ReadingBatch:
-    """Rows by (reading, quantity): the order they reached the decoder."""
-    order = np.lexsort((batch.quantity_idx, batch.reading_idx))
-    rows = batch.take(order)
-    return ReadingBatch(rows.sensor_idx, np.arange(len(rows), dtype=np.int32), rows.event_time_ms,
-                        rows.quantity_idx, rows.value, rows.flag)
+    """Rows by (reading, quantity): the order they reached the decoder; the rows of a
+    reading keep sharing its ``reading_idx``."""
+    return batch.take(np.lexsort((batch.quantity_idx, batch.reading_idx)))
+
+
+def _renumbered(piece: ReadingBatch) -> ReadingBatch:
+    """A slice of the stream as the decoder would number it: readings 0..n-1."""
+    _, reading = np.unique(piece.reading_idx, return_inverse=True)
+    return ReadingBatch(piece.sensor_idx, reading.astype(np.int32), piece.event_time_ms, piece.quantity_idx,
+                        piece.value, piece.flag)
 
 
 def _feed(detector: Detector, stream: ReadingBatch, cuts: list[int]) -> tuple[np.ndarray, list[tuple[int, int, float]]]:
@@ -107,7 +112,7 @@ def _feed(detector: Detector, stream: ReadingBatch, cuts: list[int]) -> tuple[np
         if lo == hi:
             continue
         arrival = np.arange(lo, hi)
-        piece = stream.take(arrival)
+        piece = _renumbered(stream.take(arrival))
         order = np.argsort(piece.sensor_idx, kind="stable")  # the decoder's row order
         batch = piece.take(order)
         scores = detector.score_and_update(batch)
@@ -148,12 +153,13 @@ def test_every_registered_detector_is_configured() -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_scores_shape_and_no_mutation(case: Case) -> None:
     stream = case.stream()
-    before = {name: getattr(stream, name).copy() for name in ReadingBatch.__slots__}
-    scores = case.make().score_and_update(stream)
-    _check_scores(scores, stream)
+    batch = stream.take(np.argsort(stream.sensor_idx, kind="stable"))  # the decoder's row order
+    before = {name: getattr(batch, name).copy() for name in ReadingBatch.__slots__}
+    scores = case.make().score_and_update(batch)
+    _check_scores(scores, batch)
     assert scores.rows.size > 0
     for name, array in before.items():
-        np.testing.assert_array_equal(getattr(stream, name), array, err_msg=name)
+        np.testing.assert_array_equal(getattr(batch, name), array, err_msg=name)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -265,7 +271,5 @@ def _inject(stream: ReadingBatch, anomaly: str) -> tuple[ReadingBatch, np.ndarra
                        value, stream.flag)
     if anomaly == "gap":
         kept = np.flatnonzero(keep)
-        out = out.take(kept)
-        out = ReadingBatch(out.sensor_idx, np.arange(len(out), dtype=np.int32), out.event_time_ms,
-                           out.quantity_idx, out.value, out.flag)
+        out = _renumbered(out.take(kept))
     return out, window
