@@ -6,6 +6,9 @@ quantity's unit (0 when it did not fall), so the route's set point is the
 smallest drop worth an alarm (rounding never makes a register fall).
 The next reading is compared with the fallen value, so the alarm clears on the
 next reading that does not fall again.
+
+Each reading is compared with the one before it, so a batch is scored at once
+(``scan``: previous values by shifting, no rounds), exactly as ``step`` would.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
 from detectors.readings import floats
-from detectors.series import SeriesDetector
+from detectors.series import Series, SeriesDetector
 from detectors.state import Field
 
 
@@ -26,6 +29,7 @@ class CounterDecrease(SeriesDetector):
 
     measure: ClassVar[str] = "register_drop"
     anomaly: ClassVar[str] = "decrease"
+    exact_scan: ClassVar[bool] = True
 
     def __init__(self, context: DetectorContext, *, quantity: str) -> None:
         super().__init__(context, quantity=quantity)
@@ -39,6 +43,16 @@ class CounterDecrease(SeriesDetector):
         before = previous[sensor]
         drop: FloatArray = np.where(np.isnan(before), 0.0, np.maximum(before - value, 0.0))
         previous[sensor] = value
+        return drop
+
+    def scan(self, series: Series) -> FloatArray:
+        previous, g, value = floats(self.state["previous"]), series.segments, series.value
+        before = np.empty_like(value)
+        before[1:] = value[:-1]
+        sensor = series.sensor[g.head]
+        before[g.head] = previous[sensor]
+        drop: FloatArray = np.where(np.isnan(before), 0.0, np.maximum(before - value, 0.0))
+        previous[sensor] = value[g.tail]
         return drop
 
     @classmethod

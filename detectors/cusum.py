@@ -21,11 +21,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.series import SeriesDetector
 from detectors.state import Field
-from detectors.stats import check_at_least, check_fraction, ewma_fold, floats, ints, scale, StatisticalDetector
+from detectors.stats import check_at_least, check_fraction, ewma_fold, floats, ints, scale
 
 
-class TwoSidedCusum(StatisticalDetector):
+class TwoSidedCusum(SeriesDetector):
     """max(S+, S-) of a two-sided CUSUM on z = (x - slow mean) / slow std."""
 
     measure: ClassVar[str] = "cusum"

@@ -1,27 +1,42 @@
-"""``ensemble``: multi-scale statistics, each calibrated to a tail probability, 0..1.
+"""``ensemble``: multi-scale statistics, calibrated to one tail probability, 0..1.
 
-Three raw scores per reading, each a |z| against the sensor's own recent past:
+Three |z| of each reading against the sensor's own recent past:
 
 * ``point``: the value against a fast EWMA mean/variance (a spike or dip);
-* ``diff``: the step from the previous reading against the EWMA variance of
+* ``step``: the step from the previous reading against the EWMA variance of
   steps (an abrupt change, whatever the level);
 * ``shift``: a short EWMA of the value against a slow EWMA mean/variance
   (a level shift or drift that no single reading shows).
 
-Each raw score, log(1 + |z|), is calibrated much as Numenta's "anomaly
-likelihood" is: it is compared with its own long-horizon EWMA mean and variance
-(weight ``likelihood_alpha``; Numenta also averages a few raw scores first,
-which scored worse here), and its Gaussian upper tail probability Q becomes
-"nines", -log10 Q. The ensemble's level is the largest of the three, mapped to
-0..1 as nines / (nines + 12) (so 0.5 means Q = 1e-12; order is kept, no ties).
+A fourth score asks "have I seen this pattern before?" (``detectors.novelty``):
+each reading is quantized into ``bins`` equal bins of the sensor's running
+[min, max], the last ``pattern`` bins form a key, and a per-sensor bitset of
+``bins**pattern`` bits remembers every key seen. The rate of novel keys (a short
+EWMA, weight ``short_alpha``, of "this key is new") catches changes of shape
+that no |z| sees: a new rhythm, new combinations of familiar levels.
+
+The raw score is log(1 + max |z|) (log1p is monotone, so this is the largest of
+the three log-compressed z, computed once per reading). It is calibrated much as
+Numenta's "anomaly likelihood" is: compared with its own long-horizon EWMA mean
+and variance (weight ``likelihood_alpha``), and its Gaussian upper tail
+probability Q becomes "nines", -log10 Q, mapped to 0..1 as nines / (nines + 12)
+(0.5 means Q = 1e-12; order is kept, no ties). The novelty rate is calibrated
+the same way against its own EWMA mean and variance; the larger of the two
+Gaussian z gives the nines (the tail is monotone, so that is the larger nines).
 
 The score reported is that level only where it is a *new peak*: above the
-sensor's previous peak, which decays by ``peak_decay`` per reading; elsewhere
-it is 0. An anomaly so scores once, as early as its evidence allows, and a
-sensor that stays odd does not keep re-alarming at the same level.
+sensor's previous peak, which decays by ``peak_decay`` per reading, and at
+least ``refractory`` readings after the sensor's last reported peak (default
+1 / ``alpha``, the fast statistics' own horizon: an anomaly that keeps growing
+does not re-alarm reading after reading). Elsewhere the score is 0. An anomaly
+so scores once, as early as its evidence allows.
 
 Every EWMA starts as a plain running mean (weight max(alpha, 1/n)), so the
-first readings are weighted as a sample average would weigh them.
+first readings are weighted as a sample average would weigh them. Per reading
+this is a few dozen elementwise operations on 1-D state arrays, one word
+gathered and scattered from the bitset, one square root, one log1p and one
+Gaussian tail per reading. State per sensor: 18 float64, the base's int64 event
+time and ``bins**pattern / 64`` uint64 words (664 bytes with the defaults).
 """
 
 from __future__ import annotations
@@ -30,29 +45,38 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.series import SeriesDetector
+from detectors.novelty import MAX_KEYS, n_words, quantize, roll, mark_seen
 from detectors.state import Field
 from detectors.stats import (
-    ABS_FLOOR as FLOOR,
+    ABS_FLOOR,
     REL_FLOOR,
-    StatisticalDetector,
+    TAIL_NINES,
     check_at_least,
     check_fraction,
-    ewma_fold,
     gaussian_nines,
-    unit_interval,
 )
 
-N_COMPONENTS = 3
-LEVELS = ("prev", "fast_mean", "fast_var", "step_var", "short_mean", "slow_mean", "slow_var")
-# per component: long-horizon mean and variance of its raw score
-CALIBRATION = tuple(f"{stat}{c}" for c in range(N_COMPONENTS) for stat in ("mean", "var"))
-STATE = ("n", *LEVELS, *CALIBRATION, "peak")
+#: one 1-D float64 array per statistic: gathers/scatters of 1-D arrays are the cheap ones
+#: (one (n_sensors, 18) array gathered by rows leaves strided columns, slower to compute on).
+#: ``quiet_until``: reading count up to which the sensor stays quiet after a report.
+#: ``lo``/``hi``: running min/max; ``key``: the last bins as a number; ``novel``: the
+#: rate of novel keys, calibrated by ``novel_mean``/``novel_var``.
+STATE = ("n", "prev", "fast_mean", "fast_var", "step_var", "short_mean", "slow_mean", "slow_var",
+         "raw_mean", "raw_var", "peak", "quiet_until", "lo", "hi", "key", "novel", "novel_mean", "novel_var")
+_FILL = {"lo": np.inf, "hi": -np.inf}
+#: the bitset of seen keys, (n_sensors, words) uint64: not gathered with the 1-D statistics
+SEEN = "seen"
+_FLOOR2 = ABS_FLOOR * ABS_FLOOR
+N_TEMPS, N_BOOLS = 9, 2
+BoolArray = npt.NDArray[np.bool_]
 
 
-class Ensemble(StatisticalDetector):
-    """Tail-calibrated point / step / level-shift scores of one quantity, new peaks only."""
+class Ensemble(SeriesDetector):
+    """Tail-calibrated max of point / step / level-shift |z|, new peaks only."""
 
     measure: ClassVar[str] = "anomaly_likelihood"
     anomaly: ClassVar[str] = "spike"
@@ -68,72 +92,155 @@ class Ensemble(StatisticalDetector):
         likelihood_alpha: float = 0.0002,
         warmup: int = 100,
         peak_decay: float = 0.9998,
+        refractory: int | None = None,
+        bins: int = 16,
+        pattern: int = 3,
     ) -> None:
         for name, value in (("alpha", alpha), ("short_alpha", short_alpha), ("slow_alpha", slow_alpha),
                             ("likelihood_alpha", likelihood_alpha)):
             check_fraction(name, value)
         check_fraction("peak_decay", peak_decay, open_low=False)
         check_at_least("warmup", warmup, 1)
+        check_at_least("bins", bins, 2)
+        check_at_least("pattern", pattern, 1)
+        if bins**pattern > MAX_KEYS:
+            msg = f"bins, pattern: {bins}**{pattern} keys is out of range; valid: bins**pattern <= {MAX_KEYS}"
+            raise ValueError(msg)
+        if refractory is None:
+            refractory = round(1.0 / alpha)
+        check_at_least("refractory", refractory, 0)
         self.alpha, self.short_alpha, self.slow_alpha = alpha, short_alpha, slow_alpha
         self.likelihood_alpha = likelihood_alpha
-        self.warmup, self.peak_decay = int(warmup), peak_decay
+        self.warmup, self.peak_decay, self.refractory = int(warmup), peak_decay, int(refractory)
+        self.bins, self.pattern = int(bins), int(pattern)
+        self._scratch = _Scratch()
         super().__init__(context, quantity=quantity)
 
     def state_fields(self) -> Mapping[str, Field]:
-        # one 1-D array per statistic: gathers/scatters of 1-D arrays are the cheap ones
-        return {name: Field(np.int64 if name == "n" else np.float64, 0) for name in STATE}
+        fields = {name: Field(np.float64, _FILL.get(name, 0.0)) for name in STATE}
+        return {**fields, SEEN: Field(np.uint64, 0, (n_words(self.bins, self.pattern),))}
 
     @classmethod
     def test_params(cls) -> Iterator[dict[str, Any]]:
         yield {"quantity": "value"}
-        yield {"quantity": "value", "warmup": 20, "likelihood_alpha": 0.02, "peak_decay": 0.9}
+        yield {"quantity": "value", "warmup": 20, "likelihood_alpha": 0.02, "peak_decay": 0.9, "refractory": 0,
+               "bins": 4, "pattern": 2}
 
     def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
-        s = sensor.astype(np.intp)
-        st: dict[str, Any] = {name: self.state[name][s] for name in STATE}
-        n = st["n"] + 1
-        first = 1.0 / n
-        raw = self._raw_scores(st, value, n, first)
-        z = self._calibrate(st, raw, np.maximum(self.likelihood_alpha, first))
-        level = gaussian_nines(z) * (n > self.warmup)
-        peak = st["peak"] * self.peak_decay
-        new = level > peak
-        st["peak"] = np.maximum(level, peak)
-        st["n"] = n
-        for name in STATE:
-            self.state[name][s] = st[name]
-        out: FloatArray = unit_interval(level) * new
+        m = sensor.shape[0]
+        g, t, b = self._scratch.views(m)
+        s = self._scratch.index(sensor)
+        for name in STATE:  # gather
+            np.take(self.state[name], s, out=g[name], mode="clip")
+        n, first = g["n"], t[0]
+        n += 1.0
+        np.divide(1.0, n, out=first)
+        self._novelty(g, t, b, s, value)
+        raw = self._raw_score(g, t, b, value)
+        level = self._calibrate(g, t, raw)
+        np.greater(n, self.warmup, out=b[0])
+        level *= b[0]
+        # new peaks only, and none within ``refractory`` readings of the last report
+        peak, quiet_until = g["peak"], g["quiet_until"]
+        peak *= self.peak_decay
+        new = np.greater(level, peak, out=b[0])
+        new &= np.greater(n, quiet_until, out=b[1])
+        np.maximum(level, peak, out=peak)
+        np.copyto(quiet_until, np.add(n, self.refractory, out=t[1]), where=new)
+        for name in STATE:  # scatter
+            self.state[name][s] = g[name]
+        out: FloatArray = level / (level + TAIL_NINES)
+        out *= new
         return out
 
-    def _raw_scores(self, st: dict[str, Any], x: FloatArray, n: IntArray, first: FloatArray) -> list[FloatArray]:
-        """log(1 + |z|) of point, step and shift; folds the reading into ``st``."""
-        prev = np.where(n == 1, x, st["prev"])
-        step = x - prev
-        short = st["short_mean"] + np.maximum(self.short_alpha, first) * (x - st["short_mean"])
-        live = n > 2  # before that there is no variance to compare with
-        raw = [
-            np.log1p(np.abs(x - st["fast_mean"]) / _scale(st["fast_var"], st["fast_mean"]) * live),
-            np.log1p(np.abs(step) / _scale(st["step_var"], prev) * live),
-            np.log1p(np.abs(short - st["slow_mean"]) / _scale(st["slow_var"], st["slow_mean"]) * live),
-        ]
-        st["fast_mean"], st["fast_var"] = ewma_fold(st["fast_mean"], st["fast_var"], x, np.maximum(self.alpha, first))
-        step_weight = np.where(n > 1, np.maximum(self.alpha, 1.0 / np.maximum(n - 1, 1)), 0.0)
-        st["step_var"] = st["step_var"] + step_weight * (step * step - st["step_var"])
-        st["short_mean"], st["prev"] = short, x
-        st["slow_mean"], st["slow_var"] = ewma_fold(st["slow_mean"], st["slow_var"], x, np.maximum(self.slow_alpha, first))
+    def _raw_score(self, g: dict[str, FloatArray], t: list[FloatArray], b: list[BoolArray], x: FloatArray) -> FloatArray:
+        """log(1 + max |z|) of point, step and shift, in t[7]; folds ``x`` into ``g``.
+
+        Every operation writes into a preallocated buffer: with many short-lived
+        batch-sized temporaries, the allocator's page faults cost more than the arithmetic.
+        """
+        n, first = g["n"], t[0]
+        prev, fast_mean, fast_var, step_var = g["prev"], g["fast_mean"], g["fast_var"], g["step_var"]
+        short, slow_mean, slow_var = g["short_mean"], g["slow_mean"], g["slow_var"]
+        np.copyto(prev, x, where=np.equal(n, 1.0, out=b[0]))  # the first step is 0
+        d_point, d_step = np.subtract(x, fast_mean, out=t[1]), np.subtract(x, prev, out=t[2])
+        sq_point, sq_step = np.multiply(d_point, d_point, out=t[3]), np.multiply(d_step, d_step, out=t[4])
+        w = np.maximum(first, self.short_alpha, out=t[5])
+        short += w * np.subtract(x, short, out=t[6])  # the short EWMA, this reading included
+        d_shift = np.subtract(short, slow_mean, out=t[5])
+        floor = np.multiply(x, REL_FLOOR, out=t[6])  # scale floor relative to the level: finite z for a flat series
+        floor *= floor
+        floor += _FLOOR2
+        z2, other = t[7], t[8]
+        np.divide(sq_point, np.add(fast_var, floor, out=z2), out=z2)
+        np.maximum(z2, np.divide(sq_step, np.add(step_var, floor, out=other), out=other), out=z2)
+        np.add(slow_var, floor, out=other)
+        np.maximum(z2, np.divide(np.multiply(d_shift, d_shift, out=t[6]), other, out=other), out=z2)
+        raw = np.log1p(np.sqrt(z2, out=z2), out=z2)
+        raw *= np.greater(n, 2.0, out=b[0])  # before that there is no variance to compare with
+        a = np.maximum(first, self.alpha, out=t[5])
+        _ewma_fold(fast_mean, fast_var, d_point, sq_point, a, t[6])
+        step_var += np.multiply(a, np.subtract(sq_step, step_var, out=t[6]), out=t[6])
+        d_slow = np.subtract(x, slow_mean, out=t[1])
+        _ewma_fold(slow_mean, slow_var, d_slow, np.multiply(d_slow, d_slow, out=t[3]),
+                   np.maximum(first, self.slow_alpha, out=t[2]), t[6])
+        np.copyto(prev, x)
         return raw
 
-    def _calibrate(self, st: dict[str, Any], raw: list[FloatArray], weight: FloatArray) -> FloatArray:
-        """Largest z of the components' raw scores against their long-horizon mean/var."""
-        z = np.zeros(weight.shape[0])
-        for c, r in enumerate(raw):
-            mean, var = st[f"mean{c}"], st[f"var{c}"]
-            np.maximum(z, (r - mean) / (np.sqrt(var) + FLOOR), out=z)
-            st[f"mean{c}"], st[f"var{c}"] = ewma_fold(mean, var, r, weight)
+    def _novelty(self, g: dict[str, FloatArray], t: list[FloatArray], b: list[BoolArray], s: IntArray,
+                 x: FloatArray) -> None:
+        """Folds ``x`` into the bins, key, bitset and the novel-key rate ``g["novel"]``."""
+        q = quantize(x, g["lo"], g["hi"], self.bins, out=t[1], tmp=t[2])
+        key = roll(g["key"], q, self.bins, self.pattern)
+        new = mark_seen(self.state[SEEN], s, key, out=b[0])
+        new &= np.greater_equal(g["n"], self.pattern, out=b[1])  # a full pattern only
+        novel = g["novel"]
+        novel += np.multiply(np.subtract(new, novel, out=t[1]), self.short_alpha, out=t[1])
+
+    def _calibrate(self, g: dict[str, FloatArray], t: list[FloatArray], raw: FloatArray) -> FloatArray:
+        """Nines of the larger z of the raw score and of the novel-key rate, each against its
+        long-horizon mean/variance, in t[2]; folds both in."""
+        w = np.maximum(t[0], self.likelihood_alpha, out=t[4])
+        z = self._z_fold(raw, g["raw_mean"], g["raw_var"], w, t[2], t)
+        np.maximum(z, self._z_fold(g["novel"], g["novel_mean"], g["novel_var"], w, t[6], t), out=z)
+        return gaussian_nines(z, scratch=t[3])
+
+    @staticmethod
+    def _z_fold(x: FloatArray, mean: FloatArray, var: FloatArray, w: FloatArray, z: FloatArray,
+                t: list[FloatArray]) -> FloatArray:
+        """(x - mean) / sd into ``z``, then folds ``x`` in with weight ``w``; uses t[1], t[3], t[5]."""
+        d = np.subtract(x, mean, out=t[1])
+        np.sqrt(var, out=z)
+        z += ABS_FLOOR
+        np.divide(d, z, out=z)
+        _ewma_fold(mean, var, d, np.multiply(d, d, out=t[3]), w, t[5])
         return z
 
 
-def _scale(var: FloatArray, level: FloatArray) -> FloatArray:
-    """sqrt(var), floored relative to |level|: finite z for a flat series."""
-    out: FloatArray = np.sqrt(var) + (REL_FLOOR * np.abs(level) + FLOOR)
-    return out
+def _ewma_fold(mean: FloatArray, var: FloatArray, d: FloatArray, d2: FloatArray, w: FloatArray, tmp: FloatArray) -> None:
+    """In place: mean += w d, var = (1 - w)(var + w d^2), d = x - mean, d2 = d^2 (West 1979)."""
+    mean += np.multiply(w, d, out=tmp)
+    var += np.multiply(w, d2, out=tmp)
+    var *= np.subtract(1.0, w, out=tmp)
+
+
+class _Scratch:
+    """Batch-sized work buffers, grown on demand and reused (not state: never snapshotted)."""
+
+    def __init__(self) -> None:
+        self._floats = np.empty((len(STATE) + N_TEMPS, 0))
+        self._bools = np.empty((N_BOOLS, 0), np.bool_)
+        self._index = np.empty(0, np.intp)
+
+    def views(self, m: int) -> tuple[dict[str, FloatArray], list[FloatArray], list[BoolArray]]:
+        if m > self._index.shape[0]:
+            self._floats = np.empty((self._floats.shape[0], m))
+            self._bools = np.empty((N_BOOLS, m), np.bool_)
+            self._index = np.empty(m, np.intp)
+        rows = [self._floats[i, :m] for i in range(self._floats.shape[0])]
+        return dict(zip(STATE, rows)), rows[len(STATE):], [self._bools[i, :m] for i in range(N_BOOLS)]
+
+    def index(self, sensor: Int32Array) -> IntArray:
+        out = self._index[: sensor.shape[0]]
+        np.copyto(out, sensor, casting="safe")
+        return out

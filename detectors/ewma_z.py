@@ -14,11 +14,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.series import SeriesDetector
 from detectors.state import Field
-from detectors.stats import check_at_least, check_fraction, ewma_fold, floats, ints, scale, StatisticalDetector
+from detectors.stats import check_at_least, check_fraction, ewma_fold, floats, ints, scale
 
 
-class EwmaZScore(StatisticalDetector):
+class EwmaZScore(SeriesDetector):
     """|x - EWMA mean| / EWMA std per sensor."""
 
     measure: ClassVar[str] = "ewma_z"

@@ -12,6 +12,10 @@ Working hours come from event time and the city's clock
 weekdays (0 = Monday). With ``protect`` (the default) a reading scoring at or
 above ``protect_above`` is not learned from, so a plant that stays idle does not
 drag its own baseline down and clear its alarm.
+
+Cost: the protected EWMA is a nonlinear recursion, so readings are stepped round
+by round; readings outside working hours (score 0, nothing learned) are set
+aside once per batch and never enter a round.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
 from detectors.readings import check_fraction, check_int_at_least, floats, ints
-from detectors.series import SeriesDetector
+from detectors.rounds import rounds
+from detectors.series import Series, SeriesDetector
 from detectors.state import Field
 
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
@@ -34,6 +39,7 @@ class WorkingHoursIdle(SeriesDetector):
 
     measure: ClassVar[str] = "idle_fraction"
     anomaly: ClassVar[str] = "none"
+    exact_scan: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -79,15 +85,41 @@ class WorkingHoursIdle(SeriesDetector):
         return out
 
     def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
-        level, n = floats(self.state["level"]), ints(self.state["n"])
         on = self.working(event_ms)
-        base = level[sensor]
-        ready = on & (n[sensor] >= self.warmup) & (base > 0)
+        score = np.zeros(sensor.shape[0], np.float64)
+        score[on] = self._learn(sensor[on], value[on])
+        return score
+
+    def scan(self, series: Series) -> FloatArray:
+        """Working-hours readings round by round (``_learn``); the others score 0."""
+        on = self.working(series.event_ms)
+        score = np.zeros(on.shape[0], np.float64)
+        if not on.any():
+            return score
+        if on.all():
+            sub = series
+        else:
+            sub = Series(series.sensor[on], series.event_ms[on], series.value[on], series.segments.subset(on))
+        by_rank, bounds = rounds(sub.segments)
+        s, v = sub.sensor[by_rank], sub.value[by_rank]
+        out = np.empty(s.shape[0], np.float64)
+        for lo, hi in bounds:
+            out[lo:hi] = self._learn(s[lo:hi], v[lo:hi])
+        learned = np.empty_like(out)
+        learned[by_rank] = out
+        score[on] = learned
+        return score
+
+    def _learn(self, sensor: Int32Array, value: FloatArray) -> FloatArray:
+        """Score working-hours readings of distinct sensors and fold them in."""
+        level, n = floats(self.state["level"]), ints(self.state["n"])
+        base, count = level[sensor], n[sensor]
+        ready = (count >= self.warmup) & (base > 0)
         score: FloatArray = np.where(ready, np.clip(1.0 - value / np.where(ready, base, 1.0), 0.0, 1.0), 0.0)
-        learn = on & ~(self.protect & (score >= self.protect_above))
-        weight = np.maximum(self.alpha, 1.0 / (n[sensor] + 1.0))  # a plain mean while warming up
+        learn = ~(self.protect & (score >= self.protect_above))
+        weight = np.maximum(self.alpha, 1.0 / (count + 1.0))  # a plain mean while warming up
         level[sensor] = np.where(learn, base + weight * (value - base), base)
-        n[sensor] = n[sensor] + learn
+        n[sensor] = count + learn
         return score
 
     @classmethod

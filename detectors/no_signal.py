@@ -40,6 +40,7 @@ skew small for kinds with a no_signal route.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import numpy as np
@@ -47,10 +48,104 @@ import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
 from detectors.readings import Readings, check_at_least, ints
+from detectors.rounds import Segments, group_by_sensor, newest_before
 from detectors.state import NEVER_MS, Field, SensorState
 
 MEASURE: Final = "silent_periods"
 UNSET_MS: Final = np.iinfo(np.int64).max  # first_ms of a sensor never heard
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Silences found at tick crossings: arrival position of the crossing reading, sensor,
+    tick, periods of silence; ordered by (arrival position, sensor)."""
+
+    at: IntArray
+    who: IntArray
+    tick: IntArray
+    periods: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class _Pieces:
+    """A sensor with its state constant over the crossings c_lo <= c < c_hi, not speaking."""
+
+    sensor: IntArray
+    c_lo: IntArray
+    c_hi: IntArray
+    last: IntArray
+    first: IntArray
+    count: IntArray
+    heard: BoolArray
+
+
+@dataclass(frozen=True, slots=True)
+class _Track:
+    """The batch's readings grouped by sensor, with each sensor's state after each of them
+    (exact: integer running maxima and counts)."""
+
+    n: int
+    position: IntArray  # arrival position of each grouped row
+    segments: Segments
+    sensor: IntArray  # per segment
+    last: IntArray  # per grouped row: state after it
+    first: IntArray
+    count: IntArray
+    running_first: IntArray  # arrival order: earliest fresh event time so far
+    start_seed: int
+
+    @classmethod
+    def of(cls, det: NoSignal, sensor: Int32Array, t: IntArray) -> _Track:
+        n = det.state.n_sensors
+        last_s, first_s, count_s = (ints(det.state[k])[:n] for k in ("last_ms", "first_ms", "n_fresh"))
+        g = group_by_sensor(sensor)
+        gs, gt = sensor[g.order].astype(np.int64), t[g.order]
+        seg_sensor = gs[g.head]
+        newest = newest_before(gt, g, last_s[seg_sensor])
+        fresh = gt > newest
+        n_fresh = np.cumsum(fresh, dtype=np.int64)
+        n_fresh -= (n_fresh[g.head] - fresh[g.head])[g.seg]  # fresh rows so far, per segment
+        rows = np.arange(gt.shape[0], dtype=np.int64)
+        first_fresh = np.minimum.reduceat(np.where(fresh, rows, gt.shape[0]), g.head)
+        first_t = np.where(first_fresh < gt.shape[0], gt[np.minimum(first_fresh, gt.shape[0] - 1)], UNSET_MS)
+        seed_first = first_s[seg_sensor][g.seg]
+        first = np.where(n_fresh > 0, np.minimum(seed_first, first_t[g.seg]), seed_first)
+        fresh_arrival = np.empty_like(fresh)
+        fresh_arrival[g.order] = fresh
+        running_first = np.minimum.accumulate(np.where(fresh_arrival, t, UNSET_MS))
+        return cls(n, g.order, g, seg_sensor, np.maximum(newest, gt), first, count_s[seg_sensor][g.seg] + n_fresh,
+                   running_first, int(first_s.min(initial=UNSET_MS)))
+
+    def pieces(self, det: NoSignal, crossing: IntArray) -> _Pieces:
+        """Per sensor of the state: the crossings before its first reading of the batch (all,
+        if it sends none); per reading: those between it and the sensor's next one."""
+        last_s, first_s, count_s = (ints(det.state[k])[: self.n] for k in ("last_ms", "first_ms", "n_fresh"))
+        g, n_rows = self.segments, self.position.shape[0]
+        upto = np.full(self.n, n_rows, np.int64)  # the first reading's arrival position
+        upto[self.sensor] = self.position[g.head]
+        nxt = np.full(n_rows, n_rows, np.int64)
+        nxt[:-1] = self.position[1:]
+        nxt[g.tail] = n_rows
+        everyone = np.arange(self.n, dtype=np.int64)
+        seed_heard = last_s != NEVER_MS
+        tracked = seed_heard | (everyone < det.n_catalog)
+        cat = np.concatenate
+        sensor = cat((everyone[tracked], self.sensor[g.seg]))
+        c_lo = cat((np.zeros(int(tracked.sum()), np.int64), np.searchsorted(crossing, self.position, side="right")))
+        c_hi = np.searchsorted(crossing, cat((upto[tracked], nxt)), side="left")
+        keep = np.flatnonzero(c_lo < c_hi)
+        heard = cat((seed_heard[tracked], np.ones(n_rows, np.bool_)))
+        last = cat((last_s[tracked], self.last))
+        first = cat((first_s[tracked], self.first))
+        count = cat((count_s[tracked], self.count))
+        return _Pieces(sensor[keep], c_lo[keep], c_hi[keep], last[keep], first[keep], count[keep], heard[keep])
+
+    def fold(self, det: NoSignal) -> None:
+        tail = self.segments.tail
+        ints(det.state["last_ms"])[self.sensor] = self.last[tail]
+        ints(det.state["first_ms"])[self.sensor] = self.first[tail]
+        ints(det.state["n_fresh"])[self.sensor] = self.count[tail]
 
 
 class NoSignal:
@@ -79,85 +174,77 @@ class NoSignal:
         self.resize(max(self.n_catalog, int(batch.sensor_idx.max()) + 1))
         sensor = batch.sensor_idx[readings.row]
         t = batch.event_time_ms[readings.row]
-        fresh = self._fresh(sensor, t)
-        silent = self._scan(sensor, t, fresh)
-        return self._scores(batch, readings, silent)
+        return self._scores(batch, readings, self._scan(sensor, t))
 
-    def _fresh(self, sensor: Int32Array, t: IntArray) -> npt.NDArray[np.bool_]:
-        """Readings newer than every earlier one of their sensor (arrival order)."""
-        order = np.argsort(sensor, kind="stable")
-        s, ts = sensor[order], t[order]
-        start = np.r_[True, s[1:] != s[:-1]]
-        segment = np.cumsum(start) - 1
-        seed = ints(self.state["last_ms"])[s]
-        # running max of each sensor's event times (segments offset so one accumulate serves all)
-        t_min = int(ts.min())
-        span = int(ts.max()) - t_min + 1
-        running = np.maximum.accumulate(segment * span + (ts - t_min)) - segment * span + t_min
-        newest = np.maximum(running, seed)  # newest event time up to and including each row
-        newest_before = np.where(start, seed, np.r_[seed[:1], newest[:-1]])
-        out = np.empty(sensor.shape[0], np.bool_)
-        out[order] = ts > newest_before
-        return out
-
-    def _scan(self, sensor: Int32Array, t: IntArray, fresh: npt.NDArray[np.bool_]) -> list[tuple[int, IntArray, FloatArray, int]]:
-        """Fold readings in arrival order, checking silence at every tick crossing.
-        Returns (arrival position, silent sensors, scores, tick ms) per crossing."""
-        last = ints(self.state["last_ms"])
-        w0 = int(last[: self.state.n_sensors].max(initial=NEVER_MS))
+    def _scan(self, sensor: Int32Array, t: IntArray) -> Silence | None:
+        """Fold the readings (arrival order) into the state; the silences found at the
+        tick crossings on the way, ordered by (arrival position, sensor)."""
+        n = self.state.n_sensors
+        last = ints(self.state["last_ms"])[:n]
+        w0 = int(last.max(initial=NEVER_MS))
         after = np.maximum.accumulate(np.maximum(t, w0))
         before = np.r_[w0, after[:-1]]
         crossing = np.flatnonzero((before != NEVER_MS) & (after // self.tick_ms > before // self.tick_ms))
-        out = []
-        done = 0
-        for j in crossing.tolist():  # one iteration per event-time tick, not per reading
-            self._fold(sensor[done:j], t[done:j], fresh[done:j])
-            done = j
-            tick = int(after[j] // self.tick_ms * self.tick_ms)
-            who, periods = self._silent_at(tick, int(sensor[j]))
-            if who.size:
-                out.append((j, who, periods, tick))
-        self._fold(sensor[done:], t[done:], fresh[done:])
-        return out
+        track = _Track.of(self, sensor, t)
+        silence = self._silences(track, crossing, after[crossing] // self.tick_ms * self.tick_ms) if crossing.size else None
+        track.fold(self)
+        return silence
 
-    def _fold(self, sensor: Int32Array, t: IntArray, fresh: npt.NDArray[np.bool_]) -> None:
-        np.maximum.at(ints(self.state["last_ms"]), sensor, t)
-        np.minimum.at(ints(self.state["first_ms"]), sensor[fresh], t[fresh])
-        np.add.at(ints(self.state["n_fresh"]), sensor[fresh], 1)
+    def _silences(self, track: _Track, crossing: IntArray, tick: IntArray) -> Silence | None:
+        """Every (crossing, sensor) with a silence, found per *piece* (a sensor and the
+        crossings between two of its readings, its state constant) by binary search, since
+        the silence only grows from one crossing to the next within a piece."""
+        pieces = track.pieces(self, crossing)
+        n_cross = crossing.shape[0]
+        # the start of observation at each crossing (for sensors never heard)
+        earlier = np.concatenate((np.array([UNSET_MS], np.int64), track.running_first))
+        start = np.minimum(track.start_seed, earlier[crossing])
+        lo, hi = pieces.c_lo.copy(), pieces.c_hi.copy()
+        period = self._period(pieces.last, pieces.first, pieces.count)
 
-    def _silent_at(self, tick_ms: int, speaking: int) -> tuple[IntArray, FloatArray]:
-        n = self.state.n_sensors
-        last = ints(self.state["last_ms"])[:n]
-        first = ints(self.state["first_ms"])[:n]
-        heard = last != NEVER_MS
-        tracked = heard | (np.arange(n) < self.n_catalog)
-        tracked[speaking] = False
-        start = int(first.min(initial=UNSET_MS))
-        since = np.where(heard, last, start)
-        periods = (tick_ms - since) / self.period_ms(n)
-        who = np.flatnonzero(tracked & (periods >= self.report_after_periods)).astype(np.int64)
-        return who, periods[who]
+        def periods(piece: IntArray, c: IntArray) -> FloatArray:
+            since = np.where(pieces.heard[piece], pieces.last[piece], start[c])
+            out: FloatArray = (tick[c] - since) / period[piece]
+            return out
 
-    def period_ms(self, n: int) -> FloatArray:
-        """The period silence is measured in, per sensor (see the module docstring)."""
-        expected = np.full(n, float(self.tick_ms))
+        every = np.arange(lo.shape[0], dtype=np.int64)
+        for _ in range(int(n_cross).bit_length() + 1):
+            open_ = np.flatnonzero(lo < hi)
+            if open_.size == 0:
+                break
+            mid = (lo[open_] + hi[open_]) // 2
+            silent = periods(every[open_], mid) >= self.report_after_periods
+            hi[open_] = np.where(silent, mid, hi[open_])
+            lo[open_] = np.where(silent, lo[open_], mid + 1)
+        size = pieces.c_hi - lo
+        piece = np.repeat(every, size)
+        if piece.size == 0:
+            return None
+        c = lo[piece] + np.arange(piece.size, dtype=np.int64) - np.repeat(np.cumsum(size) - size, size)
+        who = pieces.sensor[piece]
+        order = np.lexsort((who, crossing[c]))
+        piece, c = piece[order], c[order]
+        return Silence(crossing[c], who[order], tick[c], periods(piece, c))
+
+    def _period(self, last: IntArray, first: IntArray, count: IntArray) -> FloatArray:
+        expected = np.full(last.shape[0], float(self.tick_ms))
         if not self.learn_period:
             return expected
-        last, first = ints(self.state["last_ms"])[:n], ints(self.state["first_ms"])[:n]
-        count = ints(self.state["n_fresh"])[:n]
         known = count >= 3
         learned = np.where(known, (last - np.where(known, first, last)) / np.maximum(count - 1, 1), 0.0)
         out: FloatArray = np.maximum(expected, learned)
         return out
 
-    def _scores(self, batch: ReadingBatch, readings: Readings, silent: list[tuple[int, IntArray, FloatArray, int]]) -> Scores:
+    def period_ms(self, n: int) -> FloatArray:
+        """The period silence is measured in, per sensor (see the module docstring)."""
+        last, first = ints(self.state["last_ms"])[:n], ints(self.state["first_ms"])[:n]
+        return self._period(last, first, ints(self.state["n_fresh"])[:n])
+
+    def _scores(self, batch: ReadingBatch, readings: Readings, silent: Silence | None) -> Scores:
         real_rows = np.sort(readings.row)
-        if not silent:
+        if silent is None:
             return Scores(rows=real_rows, score=np.zeros(real_rows.shape[0]), measure=MEASURE)
-        who = np.concatenate([w for _, w, _, _ in silent])
-        at = np.concatenate([np.full(w.size, j, np.int64) for j, w, _, _ in silent])
-        tick = np.concatenate([np.full(w.size, k, np.int64) for _, w, _, k in silent])
-        periods = np.concatenate([p for _, _, p, _ in silent])
+        who, at, tick, periods = silent.who, silent.at, silent.tick, silent.periods
         anchor = self._anchor(batch, readings, who, at)
         # real rows ascend; a silence entry sits just before its sensor's next reading
         row = np.r_[real_rows, np.full(who.size, -1, np.int64)]

@@ -13,11 +13,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.series import SeriesDetector
 from detectors.state import NEVER_MS, Field
-from detectors.stats import check_at_least, check_fraction, floats, ints, scale, StatisticalDetector
+from detectors.stats import check_at_least, check_fraction, floats, ints, scale
 
 
-class RateOfChange(StatisticalDetector):
+class RateOfChange(SeriesDetector):
     """|dx/dt| in units of the sensor's EWMA RMS rate."""
 
     measure: ClassVar[str] = "rate_of_change"

@@ -28,6 +28,11 @@ class Readings:
     def of(cls, batch: ReadingBatch) -> Readings:
         if len(batch) == 0:
             return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        starts = reading_runs(batch)
+        if starts is not None:  # the decoder's layout: no sort needed
+            row = np.empty(starts.shape[0], np.int64)
+            row[batch.reading_idx[starts]] = starts
+            return cls(row, batch.reading_idx.astype(np.int64))
         _, first, inverse = np.unique(batch.reading_idx, return_index=True, return_inverse=True)
         return cls(first.astype(np.int64), inverse.astype(np.int64).reshape(-1))
 
@@ -40,6 +45,21 @@ class Readings:
         hit = np.flatnonzero((batch.quantity_idx == quantity_idx) & (batch.flag == FLAG_NORMAL))
         out[self.of_row[hit]] = batch.value[hit]
         return out
+
+
+def reading_runs(batch: ReadingBatch) -> IntArray | None:
+    """First row of each run of equal ``reading_idx`` when every reading's rows are
+    contiguous and the readings are exactly 0..n-1 (how the decoder builds a batch);
+    None otherwise."""
+    r = batch.reading_idx
+    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]]).astype(np.int64)
+    first = r[starts]
+    n = starts.shape[0]
+    if int(first.min()) != 0 or int(first.max()) != n - 1:
+        return None
+    seen = np.zeros(n, np.bool_)
+    seen[first] = True
+    return starts if bool(seen.all()) else None
 
 
 def floats(array: npt.NDArray[np.generic]) -> FloatArray:

@@ -12,6 +12,15 @@ The score is 0 while the value is at or above the set point (the set-point
 alarm has taken over), when the slope is negative, when fewer than
 ``min_points`` readings fall in the window or they span less than half of it,
 and for sensors without a set point.
+
+Cost: the whole batch is scored at once (no rounds): each reading's window is
+a contiguous stretch of its sensor's readings (the ring's newest points in
+the window, then the batch's), found by binary search, and the fit runs over
+an (n x points-in-window) array of just the readings that can score, not the
+full ring. Sums are sequential in time order (oldest first), so a reading's
+score is a function of its window alone, whatever the batch cut; versus the
+former ring-order pairwise sums this differs only by floating-point rounding
+(a few ulp of the slope).
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
 from detectors.readings import check_int_at_least, check_positive, floats, ints
-from detectors.series import SeriesDetector
+from detectors.rounds import Segments, segment_searchsorted
+from detectors.series import Series, SeriesDetector
 from detectors.state import NEVER_MS, Field
 
 
@@ -33,6 +43,7 @@ class RiseRate(SeriesDetector):
 
     measure: ClassVar[str] = "rise_pct_of_setpoint_per_min"
     anomaly: ClassVar[str] = "none"
+    exact_scan: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -72,27 +83,84 @@ class RiseRate(SeriesDetector):
         return {"t_ms": Field(np.int64, NEVER_MS, c), "v": Field(np.float64, 0.0, c), "head": Field(np.int64, 0)}
 
     def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
-        t_buf, v_buf, head = ints(self.state["t_ms"]), floats(self.state["v"]), ints(self.state["head"])
-        h = head[sensor]
-        t_buf[sensor, h] = event_ms
-        v_buf[sensor, h] = value
-        head[sensor] = (h + 1) % self.max_points
-        t, v = t_buf[sensor], v_buf[sensor]
-        valid = (t != NEVER_MS) & (t > (event_ms - self.window_ms)[:, None])
-        x = (np.where(valid, t, event_ms[:, None]) - event_ms[:, None]) / 60_000.0  # minutes, <= 0
-        n = valid.sum(axis=1)
-        safe_n = np.maximum(n, 1)
-        mx = np.where(valid, x, 0.0).sum(axis=1) / safe_n
-        mv = np.where(valid, v, 0.0).sum(axis=1) / safe_n
-        dx = np.where(valid, x - mx[:, None], 0.0)
-        sxx = (dx * dx).sum(axis=1)
-        sxy = (dx * np.where(valid, v - mv[:, None], 0.0)).sum(axis=1)
-        slope = np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), 0.0)  # units per minute
-        spans = -np.where(valid, x, 0.0).min(axis=1) * 60_000.0 >= self.window_ms / 2
-        setpoint = self._setpoint(sensor)
+        """One reading per sensor: the scan of a one-row-per-sensor series."""
+        n = sensor.shape[0]
+        rows = np.arange(n, dtype=np.int64)
+        segments = Segments(rows, rows, np.ones(n, np.int64), rows, np.zeros(n, np.int64))
+        return self.scan(Series(sensor, event_ms, value, segments))
+
+    def scan(self, series: Series) -> FloatArray:
+        t, value = series.event_ms, series.value
+        t_seq, v_seq, at, lo = self._windows(series)
+        n = at - lo + 1
+        setpoint = self._setpoint(series.sensor)
+        spans = -((t_seq[lo] - t) / 60_000.0) * 60_000.0 >= self.window_ms / 2
         ok = (n >= self.min_points) & spans & (value < setpoint) & (setpoint > 0)
-        out: FloatArray = np.where(ok, np.maximum(slope, 0.0) / np.where(ok, setpoint, 1.0) * 100.0, 0.0)
+        out = np.zeros(t.shape[0], np.float64)
+        rows = np.flatnonzero(ok)
+        if rows.size:
+            slope = _slopes(t_seq, v_seq, lo[rows], n[rows], t[rows])
+            out[rows] = np.maximum(slope, 0.0) / setpoint[rows] * 100.0
+        self._remember(series)
         return out
+
+    def _windows(self, series: Series) -> tuple[IntArray, FloatArray, IntArray, IntArray]:
+        """Each segment's sequence (the ring's points that can fall in its first reading's
+        window, oldest first, then the batch's rows); per row its position there and the
+        position of its window's oldest point."""
+        g, p = series.segments, self.max_points
+        t_buf, v_buf = ints(self.state["t_ms"]), floats(self.state["v"])
+        sensor = series.sensor[g.head]
+        h0 = ints(self.state["head"])[sensor]
+        m0 = self._ring_in_window(sensor, h0, series.event_ms[g.head] - self.window_ms)
+        size = m0 + g.size
+        start = np.zeros(size.shape[0], np.int64)
+        np.cumsum(size[:-1], out=start[1:])
+        total = int(size.sum())
+        t_seq, v_seq = np.empty(total, np.int64), np.empty(total, np.float64)
+        n_ring = int(m0.sum())
+        if n_ring:
+            ring_seg = np.repeat(np.arange(m0.shape[0], dtype=np.int64), m0)
+            j = np.arange(n_ring, dtype=np.int64) - np.repeat(np.cumsum(m0) - m0, m0)
+            slot = ((h0 - m0) % p)[ring_seg] + j  # oldest first, wrapping past the last slot
+            slot[slot >= p] -= p
+            flat = (sensor.astype(np.int64) * p)[ring_seg] + slot
+            pos = start[ring_seg] + j
+            t_seq[pos] = t_buf.reshape(-1).take(flat)
+            v_seq[pos] = v_buf.reshape(-1).take(flat)
+        at = start[g.seg] + m0[g.seg] + g.rank
+        t_seq[at], v_seq[at] = series.event_ms, series.value
+        seq_seg = np.repeat(np.arange(size.shape[0], dtype=np.int64), size)
+        lo = np.maximum(segment_searchsorted(t_seq, seq_seg, series.event_ms - self.window_ms, g.seg), at - (p - 1))
+        return t_seq, v_seq, at, lo
+
+    def _ring_in_window(self, sensor: Int32Array, h0: IntArray, after_ms: IntArray) -> IntArray:
+        """How many of the ring's newest points (at most max_points - 1) are newer than
+        ``after_ms``: a binary search, the ring being in time order from its head back."""
+        t_flat, p = ints(self.state["t_ms"]).reshape(-1), self.max_points
+        base = sensor.astype(np.int64) * p
+        lo = np.zeros(sensor.shape[0], np.int64)
+        hi = np.full(sensor.shape[0], p - 1, np.int64)
+        for _ in range((p - 1).bit_length()):
+            mid = (lo + hi + 1) // 2
+            active = mid > lo
+            newer = active & (t_flat.take(base + (h0 - mid) % p) > after_ms)
+            hi = np.where(active & ~newer, mid - 1, hi)
+            lo = np.where(newer, mid, lo)
+        return lo
+
+    def _remember(self, series: Series) -> None:
+        """Write each segment's last max_points readings into its ring."""
+        g, p = series.segments, self.max_points
+        head = ints(self.state["head"])
+        sensor = series.sensor[g.head]
+        h0 = head[sensor]
+        keep = np.flatnonzero(g.rank >= (g.size - p)[g.seg])
+        s = series.sensor[keep]
+        slot = (h0[g.seg[keep]] + g.rank[keep]) % p
+        ints(self.state["t_ms"])[s, slot] = series.event_ms[keep]
+        floats(self.state["v"])[s, slot] = series.value[keep]
+        head[sensor] = (h0 + g.size) % p
 
     def _setpoint(self, sensor: Int32Array) -> FloatArray:
         if self._fixed is not None:
@@ -105,3 +173,28 @@ class RiseRate(SeriesDetector):
     @classmethod
     def test_params(cls) -> Iterator[dict[str, Any]]:
         yield {"quantity": "value", "setpoint": 500.0, "window_s": 600.0}
+
+
+def _slopes(t_seq: IntArray, v_seq: FloatArray, lo: IntArray, n: IntArray, t: IntArray) -> FloatArray:
+    """Least-squares slope (units per minute) of the points t_seq/v_seq[lo:lo+n] per row,
+    two-pass (means, then centred sums); sums run oldest point first."""
+    width = int(n.max())
+    col = np.arange(width, dtype=np.int64)
+    valid = col < n[:, None]
+    idx = np.minimum(lo[:, None] + col, t_seq.shape[0] - 1)
+    x = np.where(valid, (t_seq[idx] - t[:, None]) / 60_000.0, 0.0)  # minutes, <= 0
+    v = v_seq[idx]
+    mx = _row_sums(x) / n
+    mv = _row_sums(np.where(valid, v, 0.0)) / n
+    dx = np.where(valid, x - mx[:, None], 0.0)
+    sxx = _row_sums(dx * dx)
+    sxy = _row_sums(dx * np.where(valid, v - mv[:, None], 0.0))
+    out: FloatArray = np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), 0.0)
+    return out
+
+
+def _row_sums(a: FloatArray) -> FloatArray:
+    """Sequential sums along rows (np.cumsum is strictly left to right), so trailing
+    zero padding, and so the padded width, never changes a row's sum."""
+    out: FloatArray = np.cumsum(a, axis=1)[:, -1]
+    return out

@@ -6,6 +6,12 @@ scored against the median and the median absolute deviation of the buffer
 mean/std, one wild reading in the buffer moves neither the median nor the MAD,
 so it neither masks the next anomaly nor inflates later scores. Sensors score
 0 until their buffer is full. Costs O(window) per reading (a median per row).
+
+A score is a function of the buffer's multiset alone, so a batch is scored at
+once (``scan``, no rounds): every reading's buffer is rebuilt from the state's
+ring and the sensor's earlier readings of the batch, and the medians are the
+ones np.median computes (np.partition, the mean of the two middle values for
+an even window), bit for bit.
 """
 
 from __future__ import annotations
@@ -16,18 +22,21 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.series import Series, SeriesDetector
 from detectors.state import Field
-from detectors.stats import floats, ints, scale, StatisticalDetector
+from detectors.stats import floats, ints, scale
 
 MAD_TO_STD = 1.4826
 MAX_WINDOW = 10_000
+CHUNK_ROWS = 8192
 
 
-class RobustZScore(StatisticalDetector):
+class RobustZScore(SeriesDetector):
     """Rolling median / MAD z-score per sensor."""
 
     measure: ClassVar[str] = "robust_z"
     anomaly: ClassVar[str] = "spike"
+    exact_scan: ClassVar[bool] = True
 
     def __init__(self, context: DetectorContext, *, quantity: str, window: int = 60) -> None:
         if not 3 <= window <= MAX_WINDOW:
@@ -44,6 +53,49 @@ class RobustZScore(StatisticalDetector):
         yield {"quantity": "value"}
         yield {"quantity": "value", "window": 5}
 
+    def scan(self, series: Series) -> FloatArray:
+        w, g = self.window, series.segments
+        count = ints(self.state["n"])
+        sensor = series.sensor[g.head]
+        n0 = count[sensor]
+        before = n0[g.seg] + g.rank  # readings of the sensor before each row
+        out = np.zeros(before.shape[0], np.float64)
+        rows = np.flatnonzero(before >= w)
+        windows = self._sequences(series, n0) if int(g.rank.max(initial=0)) > 0 else None
+        for lo in range(0, rows.shape[0], CHUNK_ROWS):  # bounded (rows x window) temporaries
+            r = rows[lo : lo + CHUNK_ROWS]
+            if windows is None:  # every sensor once: its buffer is its ring (order does not matter)
+                past: FloatArray = floats(self.state["ring"]).take(series.sensor[r].astype(np.int64), axis=0)
+            else:
+                past = windows[g.seg[r] * w + g.head[g.seg[r]] + g.rank[r]]
+            median = _median(past.copy())
+            mad = MAD_TO_STD * _median(np.abs(past - median[:, None]))
+            out[r] = np.abs(series.value[r] - median) / scale(mad * mad, median)
+        self._remember(series, n0)
+        return out
+
+    def _sequences(self, series: Series, n0: IntArray) -> FloatArray:
+        """Per segment, the ring's ``window`` readings oldest first, then the batch's; as a
+        sliding-window view, row ``seg * window + head + rank`` is the buffer before a row."""
+        w, g = self.window, series.segments
+        n_seg = g.head.shape[0]
+        seq = np.empty(n_seg * w + series.value.shape[0], np.float64)
+        off = np.arange(n_seg, dtype=np.int64) * w + g.head
+        j = np.arange(w, dtype=np.int64)
+        slot = (n0[:, None] + j) % w + (series.sensor[g.head].astype(np.int64) * w)[:, None]
+        seq[off[:, None] + j] = floats(self.state["ring"]).reshape(-1).take(slot)
+        seq[off[g.seg] + w + g.rank] = series.value
+        out: FloatArray = np.lib.stride_tricks.sliding_window_view(seq, w)
+        return out
+
+    def _remember(self, series: Series, n0: IntArray) -> None:
+        """Each segment's last ``window`` readings into its ring; counts forward."""
+        w, g = self.window, series.segments
+        keep = np.flatnonzero(g.rank >= (g.size - w)[g.seg])
+        slot = (n0[g.seg[keep]] + g.rank[keep]) % w
+        floats(self.state["ring"])[series.sensor[keep], slot] = series.value[keep]
+        ints(self.state["n"])[series.sensor[g.head]] = n0 + g.size
+
     def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
         n = ints(self.state["n"])[sensor]
         ring = floats(self.state["ring"])
@@ -56,3 +108,17 @@ class RobustZScore(StatisticalDetector):
         return score
 
 
+
+
+def _median(a: FloatArray) -> FloatArray:
+    """np.median(a, axis=1), partitioning ``a`` in place: the middle value, or the mean
+    of the two middle values, exactly as np.median computes them (finite values). For an
+    even width the lower middle value is the maximum of the lower half after one
+    partition (four times cheaper than partitioning at both middle positions)."""
+    half = a.shape[1] // 2
+    a.partition(half, axis=1)
+    if a.shape[1] % 2:
+        odd: FloatArray = a[:, half].copy()
+        return odd
+    out: FloatArray = (a[:, :half].max(axis=1) + a[:, half]) / 2
+    return out

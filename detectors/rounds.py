@@ -1,34 +1,156 @@
-"""Split a batch into rounds of distinct sensors, keeping each sensor's order.
+"""Per-sensor order within a batch: segments of one sensor's rows, and rounds.
 
-Round k holds every sensor's k-th row of the batch. Stepping a per-sensor
-recursion round by round is vectorized across sensors and performs, for each
-sensor, exactly the arithmetic of one-reading-at-a-time processing, so scores
-are bit-identical however the stream is cut into batches. With many sensors
-a batch is usually one or two rounds; a backlog from one sensor is many.
+A batch's rows are grouped by sensor (``group_by_sensor``), each sensor's rows
+kept in their order: a *segment*. A per-sensor recursion can then run either
+
+* as a segmented scan over the whole batch, when it is exact that way (integer
+  counters, running maxima of indices, comparisons with the previous value), or
+* round by round: round k holds every sensor's k-th row, so stepping round by
+  round is vectorized across sensors and performs, for each sensor, exactly
+  the arithmetic of one-reading-at-a-time processing (``rounds``).
+
+Either way scores are bit-identical however the stream is cut into batches.
+With many sensors a batch is usually one or two rounds; a backlog from one
+sensor is many.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from detectors.base import IntArray
 
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Segments:
+    """Rows grouped by sensor: ``order`` maps grouped position -> original position."""
+
+    order: IntArray  # grouped row -> row of the input
+    head: IntArray  # grouped index of each segment's first row
+    size: IntArray  # rows per segment
+    seg: IntArray  # segment of each grouped row
+    rank: IntArray  # position of each grouped row within its segment
+
+    @property
+    def tail(self) -> IntArray:
+        """Grouped index of each segment's last row."""
+        out: IntArray = self.head + self.size - 1
+        return out
+
+    @property
+    def first(self) -> BoolArray:
+        """Grouped row is its segment's first."""
+        out: BoolArray = self.rank == 0
+        return out
+
+    def subset(self, keep: BoolArray) -> Segments:
+        """The segments of the kept grouped rows (empty segments dropped)."""
+        seg = self.seg[keep]
+        size = np.bincount(seg, minlength=self.head.shape[0])
+        size = size[size > 0].astype(np.int64)
+        return _segments(self.order[keep], size)
+
+
+def group_by_sensor(sensor: npt.NDArray[np.integer]) -> Segments:
+    """Segments of equal ``sensor``, ascending, each in row order (a stable sort)."""
+    n = sensor.shape[0]
+    if n and bool(np.all(sensor[1:] >= sensor[:-1])):
+        order = np.arange(n, dtype=np.int64)
+        s = sensor
+    else:
+        order = np.argsort(sensor, kind="stable").astype(np.int64)
+        s = sensor[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if n else np.zeros(0, np.int64)
+    return _segments(order, np.diff(np.r_[starts, n]).astype(np.int64))
+
+
+def _segments(order: IntArray, size: IntArray) -> Segments:
+    n = order.shape[0]
+    head = np.zeros(size.shape[0], np.int64)
+    np.cumsum(size[:-1], out=head[1:])
+    if n == size.shape[0]:  # the common case: every sensor once
+        seg = np.arange(n, dtype=np.int64)
+        return Segments(order, head, size, seg, np.zeros(n, np.int64))
+    seg = np.repeat(np.arange(size.shape[0], dtype=np.int64), size)
+    return Segments(order, head, size, seg, np.arange(n, dtype=np.int64) - head[seg])
+
+
+def rounds(segments: Segments) -> tuple[IntArray, list[tuple[int, int]]]:
+    """Grouped rows reordered by round (each segment's k-th row in round k), and each
+    round's [start, stop) in that order: round k is a contiguous slice."""
+    n = segments.rank.shape[0]
+    if n == segments.head.shape[0]:
+        return np.arange(n, dtype=np.int64), [(0, n)] if n else []
+    by_rank = np.argsort(segments.rank, kind="stable").astype(np.int64)
+    bounds = np.r_[0, np.cumsum(np.bincount(segments.rank))].tolist()
+    return by_rank, list(zip(bounds[:-1], bounds[1:], strict=True))
+
 
 def occurrence_rounds(sensor: npt.NDArray[np.integer]) -> list[IntArray]:
     """Positions into ``sensor``: round k = each sensor's k-th occurrence, ascending."""
-    n = sensor.shape[0]
+    g = group_by_sensor(sensor)
+    by_rank, bounds = rounds(g)
+    pos = g.order[by_rank]
+    return [np.sort(pos[lo:hi]) for lo, hi in bounds]
+
+
+def newest_before(t: IntArray, segments: Segments, seed: IntArray) -> IntArray:
+    """Per grouped row: the newest of ``seed`` (per segment) and the segment's earlier
+    values of ``t`` (exact: integer running maxima)."""
+    running = segment_cummax(t, segments)
+    prev = np.empty_like(t)
+    prev[1:] = running[:-1]
+    first = segments.head
+    prev[first] = seed
+    # running max from the segment start, then with the seed
+    out: IntArray = np.maximum(prev, seed[segments.seg])
+    return out
+
+
+def segment_cummax(t: IntArray, segments: Segments) -> IntArray:
+    """Running maximum of the int64 ``t`` within each segment (exact)."""
+    n = t.shape[0]
     if n == 0:
-        return []
-    ascending = bool(np.all(sensor[1:] >= sensor[:-1]))
-    if ascending and bool(np.all(sensor[1:] != sensor[:-1])):
-        return [np.arange(n, dtype=np.int64)]  # the common case: no sensor twice
-    order = np.arange(n, dtype=np.int64) if ascending else np.argsort(sensor, kind="stable")
-    s = sensor[order]
-    first = np.r_[True, s[1:] != s[:-1]]
-    starts = np.flatnonzero(first)
-    rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
-    by_rank = np.argsort(rank, kind="stable")
-    counts = np.bincount(rank)
-    # within a round, positions ascend (sorted by sensor within the rank)
-    return [np.sort(p) for p in np.split(order[by_rank], np.cumsum(counts)[:-1])]
+        return t.copy()
+    if n == segments.head.shape[0]:
+        return t.copy()
+    t_min, t_max = int(t.min()), int(t.max())
+    span = t_max - t_min + 1
+    if span * segments.head.shape[0] < 2**62:
+        offset = segments.seg * span
+        out: IntArray = np.maximum.accumulate(offset + (t - t_min)) - offset + t_min
+        return out
+    # huge spread: run on dense ranks (order-preserving, exact), then map back
+    values, rank = np.unique(t, return_inverse=True)
+    rank = rank.reshape(-1).astype(np.int64)
+    offset = segments.seg * (values.shape[0] + 1)
+    back: IntArray = values[np.maximum.accumulate(offset + rank) - offset]
+    return back
+
+
+def segment_searchsorted(t: IntArray, seg: IntArray, query: IntArray, query_seg: IntArray) -> IntArray:
+    """Per query: the first row of segment ``query_seg`` whose ``t`` is greater than
+    ``query`` (its segment's end when none). ``seg`` ascends, ``t`` within a segment."""
+    if t.shape[0] == 0 or query.shape[0] == 0:
+        return np.zeros(query.shape[0], np.int64)
+    low = min(int(t.min()), int(query.min()))
+    span = max(int(t.max()), int(query.max())) - low + 1
+    if span * (int(seg[-1]) + 2) < 2**62:
+        keys = seg * span + (t - low)
+        out: IntArray = np.searchsorted(keys, query_seg * span + (query - low), side="right").astype(np.int64)
+        return out
+    both_seg = np.r_[seg, query_seg]
+    both_t = np.r_[t, query]
+    is_query = np.r_[np.zeros(t.shape[0], np.int64), np.ones(query.shape[0], np.int64)]
+    # queries sort after rows with equal t ("greater than"), rows of a segment before its end
+    order = np.lexsort((is_query, both_t, both_seg))
+    rows_before = np.cumsum(is_query[order] == 0)
+    result = np.empty(query.shape[0], np.int64)
+    q = order[order >= t.shape[0]]
+    result[q - t.shape[0]] = rows_before[np.flatnonzero(order >= t.shape[0])]
+    return result

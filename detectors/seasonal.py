@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.series import SeriesDetector
 from detectors.state import Field
-from detectors.stats import check_at_least, check_fraction, ewma_fold, floats, ints, scale, StatisticalDetector
+from detectors.stats import check_at_least, check_fraction, ewma_fold, floats, ints, scale
 
 MS_PER_HOUR = 3_600_000
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
@@ -32,7 +33,7 @@ def hour_of_week(event_ms: IntArray, utc_offset_s: int, weekly: bool = True) -> 
     return out
 
 
-class SeasonalBaseline(StatisticalDetector):
+class SeasonalBaseline(SeriesDetector):
     """|x - slot mean| / slot std, slot = local hour of the week (or of the day)."""
 
     measure: ClassVar[str] = "seasonal_z"

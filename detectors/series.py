@@ -5,6 +5,10 @@ step: given distinct sensors and one reading each, score the readings against
 the state, then fold them in. This base selects the quantity's normal-flag
 rows, drops late readings, and steps the rest round by round
 (``detectors.rounds``), which makes scores independent of batch boundaries.
+A subclass whose recursion is exact as a segmented scan over the whole batch
+(integer counters, comparisons with the previous value, functions of a window
+of past readings) sets ``exact_scan`` and implements ``scan`` instead: one call
+per batch, however many readings per sensor it holds.
 
 Late readings: a reading whose event time is not newer than the last reading
 the detector learned from for that sensor (out of order, or a duplicate) is
@@ -15,14 +19,25 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from detectors.base import FLAG_NORMAL, DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
-from detectors.rounds import occurrence_rounds
+from detectors.rounds import Segments, group_by_sensor, newest_before, rounds
 from detectors.state import NEVER_MS, Field, SensorState
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """A batch's fresh readings of one quantity, grouped by sensor (each in arrival order)."""
+
+    sensor: Int32Array
+    event_ms: IntArray
+    value: FloatArray
+    segments: Segments  # segment k = the rows of sensor ``sensor[segments.head[k]]``
 
 
 class SeriesDetector(ABC):
@@ -30,6 +45,8 @@ class SeriesDetector(ABC):
 
     #: name of the score in alarms, e.g. "ewma_z"; subclasses set it
     measure: ClassVar[str]
+    #: True when ``scan`` computes what ``step`` would, round by round, bit for bit
+    exact_scan: ClassVar[bool] = False
 
     def __init__(self, context: DetectorContext, *, quantity: str) -> None:
         if quantity not in context.quantities:
@@ -49,6 +66,12 @@ class SeriesDetector(ABC):
     @abstractmethod
     def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
         """Score one reading per sensor (``sensor`` distinct) and fold it into the state."""
+
+    def scan(self, series: Series) -> FloatArray:
+        """Score every reading of ``series`` and fold them into the state, in one call
+        (only with ``exact_scan``). The base updates ``last_ms`` afterwards."""
+        msg = f"{type(self).__name__} has no scan; it steps round by round"
+        raise NotImplementedError(msg)
 
     @classmethod
     def test_params(cls) -> Iterator[dict[str, Any]]:
@@ -70,17 +93,55 @@ class SeriesDetector(ABC):
         return np.flatnonzero(mask).astype(np.int64)
 
     def step_rounds(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
-        out = np.zeros(sensor.shape[0], np.float64)
+        """Scores of the rows (0 for late ones), folding the fresh ones in, per sensor in row order."""
+        n = sensor.shape[0]
+        out = np.zeros(n, np.float64)
+        if n == 0:
+            return out
+        g = group_by_sensor(sensor)
+        identity = bool(g.order[-1] == n - 1) and bool(np.all(g.order[1:] > g.order[:-1]))
+        s, t, v = (sensor, event_ms, value) if identity else (sensor[g.order], event_ms[g.order], value[g.order])
         last = self.state["last_ms"]
-        for pos in occurrence_rounds(sensor):
-            s, t = sensor[pos], event_ms[pos]
-            fresh = t > last[s]
-            if not fresh.all():
-                self.n_late += int(pos.size - np.count_nonzero(fresh))
-                pos, s, t = pos[fresh], s[fresh], t[fresh]
-            out[pos] = self.step(s, t, value[pos])
-            last[s] = t
+        seed = last[s[g.head]]
+        fresh = self._fresh(t, g, seed)
+        if fresh is not None:
+            self.n_late += int(n - np.count_nonzero(fresh))
+            g = g.subset(fresh)
+            s, t, v = s[fresh], t[fresh], v[fresh]
+            if s.shape[0] == 0:
+                return out
+        series = Series(s, t, v, g)
+        score = self.scan(series) if self.exact_scan else self.step_by_round(series)
+        tail = g.tail
+        last[s[tail]] = t[tail]
+        out[g.order] = score
         return out
+
+    @staticmethod
+    def _fresh(t: IntArray, g: Segments, seed: IntArray) -> npt.NDArray[np.bool_] | None:
+        """Rows newer than their sensor's earlier ones (None: all of them, the usual case)."""
+        later = t[1:] > t[:-1]
+        later[g.head[1:] - 1] = True
+        if bool(later.all()) and bool(np.all(t[g.head] > seed)):
+            return None
+        out: npt.NDArray[np.bool_] = t > newest_before(t, g, seed)
+        return out
+
+    def step_by_round(self, series: Series) -> FloatArray:
+        """``step`` round by round (each sensor's k-th reading in round k)."""
+        by_rank, bounds = rounds(series.segments)
+        if len(bounds) == 1:
+            score: FloatArray = self.step(series.sensor, series.event_ms, series.value)
+            return score
+        s, t, v = series.sensor[by_rank], series.event_ms[by_rank], series.value[by_rank]
+        out = np.empty(s.shape[0], np.float64)
+        last = self.state["last_ms"]
+        for lo, hi in bounds:  # round k: every sensor's k-th reading, a contiguous slice
+            out[lo:hi] = self.step(s[lo:hi], t[lo:hi], v[lo:hi])
+            last[s[lo:hi]] = t[lo:hi]  # steps may read the previous reading's time
+        back = np.empty_like(out)
+        back[by_rank] = out
+        return back
 
     def resize(self, n_sensors: int) -> None:
         self.state.resize(n_sensors)

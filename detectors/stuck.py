@@ -11,6 +11,12 @@ Score = run length / ``run_length`` once the run holds two readings or more
 (1.0 when ``run_length`` consecutive readings sat in the band, 2.0 at twice
 that), 0 for a reading that starts a new run. A route at 1.0 fires on the
 ``run_length``-th reading of a run; a reading that leaves the band clears it.
+
+Cost: with ``tolerance = 0`` a batch is one segmented scan (no rounds): a
+reading extends the run iff it equals the previous one, and run lengths are
+integer offsets from the last reset, exactly what ``step`` computes one reading
+at a time. A positive tolerance makes the run's start depend on its whole band,
+so it steps round by round.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
 from detectors.readings import check_at_least, check_int_at_least, floats, ints
-from detectors.series import SeriesDetector
+from detectors.series import Series, SeriesDetector
 from detectors.state import Field
 
 
@@ -31,6 +37,7 @@ class StuckValue(SeriesDetector):
 
     measure: ClassVar[str] = "stuck_run"
     anomaly: ClassVar[str] = "flatline"
+    exact_scan: ClassVar[bool] = True
 
     def __init__(self, context: DetectorContext, *, quantity: str, run_length: int = 10, tolerance: float = 0.0) -> None:
         check_int_at_least("run_length", run_length, 2)
@@ -52,6 +59,31 @@ class StuckValue(SeriesDetector):
         low[sensor] = np.where(stays, new_low, value)
         high[sensor] = np.where(stays, new_high, value)
         out: FloatArray = np.where(run[sensor] > 1, run[sensor] / self.run_length, 0.0)
+        return out
+
+    def scan(self, series: Series) -> FloatArray:
+        if self.tolerance > 0:
+            return self.step_by_round(series)
+        g, v = series.segments, series.value
+        run, low, high = ints(self.state["run"]), floats(self.state["low"]), floats(self.state["high"])
+        head = g.head
+        sensor = series.sensor[head]
+        run0, low0, high0 = run[sensor], low[sensor], high[sensor]
+        stays = np.empty(v.shape[0], np.bool_)  # a reading extends its sensor's run
+        stays[1:] = np.fmax(v[:-1], v[1:]) - np.fmin(v[:-1], v[1:]) <= self.tolerance
+        stays[head] = (run0 > 0) & (np.fmax(high0, v[head]) - np.fmin(low0, v[head]) <= self.tolerance)
+        rows = np.arange(v.shape[0], dtype=np.int64)
+        anchor = np.maximum.accumulate(np.where(stays, 0, rows))  # the newest reset
+        anchor = np.maximum(anchor, head[g.seg])
+        at_head = np.zeros(v.shape[0], np.int64)  # a run carried over from the state
+        at_head[head] = np.where(stays[head], run0, 0)
+        run_now = at_head[anchor] + (rows - anchor + 1)
+        tail = g.tail
+        carried = anchor[tail] == head
+        run[sensor] = run_now[tail]
+        low[sensor] = np.where(carried & stays[head], np.fmin(low0, v[head]), v[anchor[tail]])
+        high[sensor] = np.where(carried & stays[head], np.fmax(high0, v[head]), v[anchor[tail]])
+        out: FloatArray = np.where(run_now > 1, run_now / self.run_length, 0.0)
         return out
 
     @classmethod

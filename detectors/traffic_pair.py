@@ -17,7 +17,8 @@ intervals (the California persistence check). Routes decide; the
 occupancy/speed tests are the detector's definition of "incident-like".
 
 Arrival order decides which readings of d a reading of u sees, so scores do not
-depend on where the stream is cut into batches. A value no newer than its
+depend on where the stream is cut into batches. Persistence is one segmented
+scan per batch (the start of a run of passed tests is an index maximum: exact). A value no newer than its
 station's newest of that quantity is late: it scores 0 and is not used.
 """
 
@@ -32,7 +33,7 @@ import numpy.typing as npt
 from detectors.base import FLAG_NORMAL, DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
 from detectors.readings import check_at_least, check_fraction, check_positive, check_quantity, floats, ints
 from detectors.roads import NONE, downstream_stations
-from detectors.rounds import occurrence_rounds
+from detectors.rounds import group_by_sensor
 from detectors.state import NEVER_MS, Field, SensorState
 
 MEASURE: Final = "incident_intervals"
@@ -141,16 +142,24 @@ class TrafficPair:
         return out_t, out_v
 
     def _persist(self, sensor: Int32Array, t: IntArray, test: BoolArray, fresh: BoolArray) -> FloatArray:
-        """score = 1 + (t - start of the unbroken run of passed tests) / period, per station in order."""
+        """score = 1 + (t - start of the unbroken run of passed tests) / period, per station in order.
+        One segmented scan (exact: the run's start is an index maximum), no rounds."""
         out = np.zeros(sensor.shape[0])
-        since = ints(self.state["since_ms"])
         idx = np.flatnonzero(fresh)
-        for pos in occurrence_rounds(sensor[idx]):  # rounds of distinct stations
-            i = idx[pos]
-            s, ti, ok = sensor[i], t[i], test[i]
-            start = np.where(ok, np.where(since[s] == NEVER_MS, ti, since[s]), NEVER_MS)
-            since[s] = start
-            out[i] = np.where(ok, 1.0 + (ti - np.where(ok, start, ti)) / self.period_ms, 0.0)
+        if idx.size == 0:
+            return out
+        since = ints(self.state["since_ms"])
+        g = group_by_sensor(sensor[idx])
+        i = idx[g.order]
+        s, ti, ok = sensor[i], t[i], test[i]
+        rows = np.arange(i.shape[0], dtype=np.int64)
+        run_start = np.maximum(np.maximum.accumulate(np.where(ok, -1, rows)), g.head[g.seg] - 1) + 1
+        station = s[g.head]
+        seed = since[station][g.seg]
+        carried = (run_start == g.head[g.seg]) & (seed != NEVER_MS)
+        start = np.where(ok, np.where(carried, seed, ti[np.minimum(run_start, rows)]), NEVER_MS)
+        out[i] = np.where(ok, 1.0 + (ti - np.where(ok, start, ti)) / self.period_ms, 0.0)
+        since[station] = start[g.tail]
         return out
 
     def _remember(self, stream: IntArray, t: IntArray, value: FloatArray, fresh: BoolArray) -> None:

@@ -157,7 +157,7 @@ def _expectation(plan: Plan, book: RuleBook, limits: Mapping[str, float]) -> tup
     targets = plan.peak[plan.part == TARGET]
     low, high = targets * (1.0 - JITTER_MAX), targets * (1.0 + JITTER_MAX)  # the worst wobble
     if isinstance(spec, GasLeak):
-        return book.value_route(kind, "gas_lel"), float(low.max()), book.routes_of(kind, "rise_rate", "gas_lel")
+        return book.value_route(kind, "gas_lel"), float(low.max()), _gas_pre_alarms(kind, book)
     if isinstance(spec, PollutionEpisode):
         # every station of the episode should alarm: the mildest one sets the minimum
         scores = [book.aqi_of_pm(kind, float(p), float(p) * spec.pm10_ratio) for p in low]
@@ -173,9 +173,14 @@ def _expectation(plan: Plan, book: RuleBook, limits: Mapping[str, float]) -> tup
     return None, None, _quality_routes(spec, kind, book)
 
 
+def _gas_pre_alarms(kind: str, book: RuleBook) -> list[RouteSpec]:
+    """Routes that see combustible gas coming before 25 %LEL: rise rate and CUSUM creep."""
+    return book.routes_of(kind, "rise_rate", "gas_lel") + book.routes_of(kind, "cusum", "gas_lel")
+
+
 def _quality_routes(spec: object, kind: str, book: RuleBook) -> list[RouteSpec]:
     if isinstance(spec, SlowLeak):
-        return book.routes_of(kind, "rise_rate", "gas_lel")
+        return _gas_pre_alarms(kind, book)
     if isinstance(spec, StuckSensor):
         return book.routes_of(kind, "stuck")
     if isinstance(spec, SensorSilent):
@@ -183,5 +188,6 @@ def _quality_routes(spec: object, kind: str, book: RuleBook) -> list[RouteSpec]:
     if isinstance(spec, MeterReset):
         return book.routes_of(kind, "counter_decrease", "energy_kwh")
     if isinstance(spec, MeterIdle):
-        return book.routes_of(kind, "idle_in_hours") + book.routes_of(kind, "stuck", "power_kw")
+        return (book.routes_of(kind, "idle_in_hours") + book.routes_of(kind, "stuck", "power_kw")
+                + book.routes_of(kind, "ensemble", "power_kw"))
     return []

@@ -10,6 +10,7 @@ from detectors.columns import batch_from_columns
 from detectors.cusum import TwoSidedCusum
 from detectors.ensemble import Ensemble
 from detectors.ewma_z import EwmaZScore
+from detectors.novelty import n_words, quantize, roll, mark_seen
 from detectors.rate_of_change import RateOfChange
 from detectors.registry import DETECTORS
 from detectors.robust_z import RobustZScore
@@ -134,6 +135,75 @@ def test_ensemble_reports_new_peaks_only() -> None:
     assert np.count_nonzero(s) < 0.05 * values.size
 
 
+def test_ensemble_stays_quiet_for_refractory_readings_after_a_report() -> None:
+    # a growing anomaly: spikes of rising height, 3 readings apart
+    values = np.r_[10 + noise(600, 11), 25.0, 10.0, 10.0, 60.0, 10.0, 10.0, 400.0, 10 + noise(300, 12)]
+    eager = run(Ensemble(CTX, quantity="value", refractory=0), values)
+    quiet = run(Ensemble(CTX, quantity="value"), values)  # refractory = 1 / alpha = 20 readings
+    assert eager[600] > 0 and eager[603] > eager[600] and eager[606] > eager[603]  # each a new peak
+    # the refractory rule only removes reports: levels and peaks do not depend on it
+    reported = np.flatnonzero(quiet)
+    np.testing.assert_array_equal(quiet[reported], eager[reported])
+    assert 600 in reported
+    assert np.count_nonzero(quiet[601:621]) == 0  # 603 and 606 fall within 20 readings of 600
+    gaps = np.diff(reported)
+    assert (gaps > 20).all()
+
+
+def test_quantize_bins_by_the_running_min_max() -> None:
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    out, tmp = np.empty(3), np.empty(3)
+    assert quantize(np.array([5.0, 0.0, 7.0]), lo, hi, 4, out, tmp).tolist() == [0, 0, 0]  # one reading: no span
+    quantize(np.array([15.0, 0.0, 7.0]), lo, hi, 4, out, tmp)  # spans [5, 15], [0, 0], [7, 7]
+    q = quantize(np.array([7.4, 0.0, 6.0]), lo, hi, 4, out, tmp)
+    # 4 bins of [5, 15] are 2.5 wide: 7.4 is in bin 0; the flat sensor stays in 0; [6, 7]: 6 is its min
+    assert q.tolist() == [0, 0, 0]
+    q = quantize(np.array([12.5, 0.0, 7.0]), lo, hi, 4, out, tmp)
+    assert q.tolist() == [3, 0, 3]  # 12.5 starts bin 3; the max is in the last bin, not in bin 4
+    assert lo.tolist() == [5.0, 0.0, 6.0] and hi.tolist() == [15.0, 0.0, 7.0]
+
+
+def test_roll_keeps_the_last_pattern_bins_as_a_number() -> None:
+    key = np.zeros(1)
+    for q in (1, 2, 3):
+        k = roll(key, np.array([q]), 4, 2)
+    assert k[0] == key[0] == 2 * 4 + 3  # digits (2, 3) in base 4: the 1 has dropped out
+
+
+def test_test_and_set_reports_each_key_new_once_per_sensor() -> None:
+    seen = np.zeros((3, n_words(16, 3)), np.uint64)  # 4096 keys: 64 words
+    out = np.empty(2, np.bool_)
+    sensors = np.array([0, 2])
+    assert mark_seen(seen, sensors, np.array([5, 4095]), out).tolist() == [True, True]
+    assert mark_seen(seen, sensors, np.array([5, 64 * 7 + 5]), out).tolist() == [False, True]
+    assert mark_seen(seen, sensors, np.array([4095, 5]), out).tolist() == [True, True]  # per sensor
+    assert seen[1].sum() == 0  # untouched
+    assert int(seen[0, 0]) == 1 << 5 and int(seen[2, 7]) == 1 << 5 and int(seen[2, 63]) == 1 << 63
+
+
+def test_ensemble_scores_a_new_pattern_of_familiar_levels() -> None:
+    # a rising saw 0,1,2,3 repeated, then the same levels falling: the values, the step sizes
+    # and the level are all familiar, only the order (the pattern of 3 readings) is new
+    rise = np.tile([0.0, 1.0, 2.0, 3.0], 200)
+    fall = np.tile([3.0, 2.0, 1.0, 0.0], 50)
+    # refractory 0: the noise-free saw sets small new peaks now and then, which would mute reading 800
+    s = run(Ensemble(CTX, quantity="value", refractory=0), np.r_[rise, fall])
+    # 6 new patterns in a row: (2,3,3) (3,3,2) (3,2,1) (2,1,0) (1,0,3) (0,3,2), then only (3,2,1) ... again
+    assert 801 <= int(np.argmax(s)) < 806 and s.max() > 0.5  # reported at once, far in the tail...
+    assert s.max() > 5 * s[200:800].max()  # ...far above anything the familiar saw reported
+    assert s[810:].max() == 0.0  # the falling saw is familiar now
+
+
+def test_gaussian_nines_in_place_matches_the_allocating_form() -> None:
+    z = np.linspace(-2, 30, 97)
+    expected = gaussian_nines(z)
+    assert z[0] == -2.0  # without scratch the input is left alone
+    work = z.copy()
+    out = gaussian_nines(work, scratch=np.empty_like(work))
+    assert out is work
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_gaussian_nines_approximates_the_exact_tail() -> None:
     z = np.linspace(0, 30, 301)
     np.testing.assert_allclose(gaussian_nines(z), tail_nines(z), rtol=5e-3)
@@ -153,6 +223,10 @@ def test_gaussian_nines_approximates_the_exact_tail() -> None:
         (Ensemble, {"peak_decay": 1.0}, "peak_decay"),
         (Ensemble, {"likelihood_alpha": 0.0}, "likelihood_alpha"),
         (Ensemble, {"warmup": 0}, "warmup"),
+        (Ensemble, {"refractory": -1}, "refractory"),
+        (Ensemble, {"bins": 1}, "bins"),
+        (Ensemble, {"pattern": 0}, "pattern"),
+        (Ensemble, {"bins": 256, "pattern": 3}, "bins, pattern"),
     ],
 )
 def test_parameter_errors_name_the_parameter(cls: type, params: dict[str, object], name: str) -> None:
