@@ -47,6 +47,8 @@ class CounterDecrease(SeriesDetector):
 
     def scan(self, series: Series) -> FloatArray:
         previous, g, value = floats(self.state["previous"]), series.segments, series.value
+        if g.head.shape[0] == value.shape[0]:  # every sensor once: one step
+            return self.step(series.sensor, series.event_ms, value)
         before = np.empty_like(value)
         before[1:] = value[:-1]
         sensor = series.sensor[g.head]

@@ -48,7 +48,7 @@ import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
 from detectors.readings import Readings, check_at_least, ints
-from detectors.rounds import Segments, group_by_sensor, newest_before
+from detectors.rounds import Segments, group_by_sensor, newest_before, segments_of
 from detectors.state import NEVER_MS, Field, SensorState
 
 MEASURE: Final = "silent_periods"
@@ -96,10 +96,10 @@ class _Track:
     start_seed: int
 
     @classmethod
-    def of(cls, det: NoSignal, sensor: Int32Array, t: IntArray) -> _Track:
+    def of(cls, det: NoSignal, sensor: Int32Array, t: IntArray, grouped: Segments | None) -> _Track:
         n = det.state.n_sensors
         last_s, first_s, count_s = (ints(det.state[k])[:n] for k in ("last_ms", "first_ms", "n_fresh"))
-        g = group_by_sensor(sensor)
+        g = group_by_sensor(sensor) if grouped is None else grouped
         gs, gt = sensor[g.order].astype(np.int64), t[g.order]
         seg_sensor = gs[g.head]
         newest = newest_before(gt, g, last_s[seg_sensor])
@@ -174,9 +174,9 @@ class NoSignal:
         self.resize(max(self.n_catalog, int(batch.sensor_idx.max()) + 1))
         sensor = batch.sensor_idx[readings.row]
         t = batch.event_time_ms[readings.row]
-        return self._scores(batch, readings, self._scan(sensor, t))
+        return self._scores(batch, readings, self._scan(sensor, t, _grouped(batch, readings)))
 
-    def _scan(self, sensor: Int32Array, t: IntArray) -> Silence | None:
+    def _scan(self, sensor: Int32Array, t: IntArray, grouped: Segments | None) -> Silence | None:
         """Fold the readings (arrival order) into the state; the silences found at the
         tick crossings on the way, ordered by (arrival position, sensor)."""
         n = self.state.n_sensors
@@ -185,7 +185,7 @@ class NoSignal:
         after = np.maximum.accumulate(np.maximum(t, w0))
         before = np.r_[w0, after[:-1]]
         crossing = np.flatnonzero((before != NEVER_MS) & (after // self.tick_ms > before // self.tick_ms))
-        track = _Track.of(self, sensor, t)
+        track = _Track.of(self, sensor, t, grouped)
         silence = self._silences(track, crossing, after[crossing] // self.tick_ms * self.tick_ms) if crossing.size else None
         track.fold(self)
         return silence
@@ -227,6 +227,7 @@ class NoSignal:
         return Silence(crossing[c], who[order], tick[c], periods(piece, c))
 
     def _period(self, last: IntArray, first: IntArray, count: IntArray) -> FloatArray:
+        """The period silence is measured in, per sensor (see the module docstring)."""
         expected = np.full(last.shape[0], float(self.tick_ms))
         if not self.learn_period:
             return expected
@@ -235,13 +236,8 @@ class NoSignal:
         out: FloatArray = np.maximum(expected, learned)
         return out
 
-    def period_ms(self, n: int) -> FloatArray:
-        """The period silence is measured in, per sensor (see the module docstring)."""
-        last, first = ints(self.state["last_ms"])[:n], ints(self.state["first_ms"])[:n]
-        return self._period(last, first, ints(self.state["n_fresh"])[:n])
-
     def _scores(self, batch: ReadingBatch, readings: Readings, silent: Silence | None) -> Scores:
-        real_rows = np.sort(readings.row)
+        real_rows = readings.row_sorted
         if silent is None:
             return Scores(rows=real_rows, score=np.zeros(real_rows.shape[0]), measure=MEASURE)
         who, at, tick, periods = silent.who, silent.at, silent.tick, silent.periods
@@ -291,3 +287,14 @@ class NoSignal:
     def test_params(cls) -> Iterator[dict[str, Any]]:
         yield {}
         yield {"report_after_periods": 3.0, "learn_period": False}
+
+
+def _grouped(batch: ReadingBatch, readings: Readings) -> Segments | None:
+    """The readings grouped by sensor, each sensor's in arrival order, read off the batch's
+    row order when it already is (sensor, arrival); None when it is not (then sort)."""
+    rows = readings.row_sorted
+    sensor, position = batch.sensor_idx[rows], readings.of_row[rows]
+    same = sensor[1:] == sensor[:-1]
+    if not bool(np.all((sensor[1:] > sensor[:-1]) | (same & (position[1:] > position[:-1])))):
+        return None
+    return segments_of(position, sensor)

@@ -18,23 +18,25 @@ class Readings:
     """The readings of a long-format batch, in arrival order (ascending ``reading_idx``).
 
     ``row`` is each reading's first row in the batch; ``of_row`` maps every batch
-    row to its reading's position here.
+    row to its reading's position here; ``row_sorted`` is ``row`` in ascending order.
     """
 
     row: IntArray
     of_row: IntArray
+    row_sorted: IntArray
 
     @classmethod
     def of(cls, batch: ReadingBatch) -> Readings:
         if len(batch) == 0:
-            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
         starts = reading_runs(batch)
         if starts is not None:  # the decoder's layout: no sort needed
             row = np.empty(starts.shape[0], np.int64)
             row[batch.reading_idx[starts]] = starts
-            return cls(row, batch.reading_idx.astype(np.int64))
+            return cls(row, batch.reading_idx.astype(np.int64), starts)
         _, first, inverse = np.unique(batch.reading_idx, return_index=True, return_inverse=True)
-        return cls(first.astype(np.int64), inverse.astype(np.int64).reshape(-1))
+        first = first.astype(np.int64)
+        return cls(first, inverse.astype(np.int64).reshape(-1), np.sort(first))
 
     def __len__(self) -> int:
         return int(self.row.shape[0])

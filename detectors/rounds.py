@@ -16,6 +16,7 @@ sensor is many.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +66,26 @@ def group_by_sensor(sensor: npt.NDArray[np.integer]) -> Segments:
     else:
         order = np.argsort(sensor, kind="stable").astype(np.int64)
         s = sensor[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if n else np.zeros(0, np.int64)
+    return segments_of(order, s)
+
+
+@functools.lru_cache(maxsize=8)
+def distinct(n: int) -> Segments:
+    """The segments of ``n`` rows of distinct, ascending sensors (shared, read-only)."""
+    rows = np.arange(n, dtype=np.int64)
+    zeros, ones = np.zeros(n, np.int64), np.ones(n, np.int64)
+    for a in (rows, zeros, ones):
+        a.flags.writeable = False
+    return Segments(rows, rows, ones, rows, zeros)
+
+
+def segments_of(order: IntArray, key: npt.NDArray[np.integer]) -> Segments:
+    """Segments of runs of equal ``key`` (the sensors of the rows ``order``, grouped)."""
+    n = order.shape[0]
+    if n and bool(np.all(key[1:] != key[:-1])):
+        every = distinct(n)
+        return Segments(order, every.head, every.size, every.seg, every.rank)
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n else np.zeros(0, np.int64)
     return _segments(order, np.diff(np.r_[starts, n]).astype(np.int64))
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import FLAG_NORMAL, DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
-from detectors.rounds import Segments, group_by_sensor, newest_before, rounds
+from detectors.rounds import Segments, distinct, group_by_sensor, newest_before, rounds
 from detectors.state import NEVER_MS, Field, SensorState
 
 
@@ -95,13 +95,20 @@ class SeriesDetector(ABC):
     def step_rounds(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
         """Scores of the rows (0 for late ones), folding the fresh ones in, per sensor in row order."""
         n = sensor.shape[0]
-        out = np.zeros(n, np.float64)
         if n == 0:
-            return out
+            return np.zeros(0, np.float64)
+        last = self.state["last_ms"]
+        if bool(np.all(sensor[1:] > sensor[:-1])):  # the usual batch: every sensor once, in order
+            seed = last[sensor]
+            if bool(np.all(event_ms > seed)):
+                series = Series(sensor, event_ms, value, distinct(n))
+                score: FloatArray = self.scan(series) if self.exact_scan else self.step(sensor, event_ms, value)
+                last[sensor] = event_ms
+                return score
+        out = np.zeros(n, np.float64)
         g = group_by_sensor(sensor)
         identity = bool(g.order[-1] == n - 1) and bool(np.all(g.order[1:] > g.order[:-1]))
         s, t, v = (sensor, event_ms, value) if identity else (sensor[g.order], event_ms[g.order], value[g.order])
-        last = self.state["last_ms"]
         seed = last[s[g.head]]
         fresh = self._fresh(t, g, seed)
         if fresh is not None:

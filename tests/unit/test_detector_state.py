@@ -105,3 +105,61 @@ def test_restore_checks_names_dtypes_shapes_and_counts() -> None:
         state.restore({"m": np.zeros((2, 2))}, np.array([0]))
     state.restore({"m": np.ones((1, 2))}, np.array([40]))
     assert state.n_sensors == 41 and state["m"][40].tolist() == [1.0, 1.0]
+
+
+# -- segments, scans and the exact_scan fast path -------------------------------------------
+def test_segment_helpers_match_their_definitions_also_with_huge_time_spreads() -> None:
+    from detectors.rounds import group_by_sensor, newest_before, segment_cummax, segment_searchsorted
+
+    rng = np.random.default_rng(3)
+    for spread in (1_000, 2**61):  # the second takes the overflow-safe paths
+        sensor = rng.integers(0, 6, 200).astype(np.int32)
+        t = rng.integers(0, spread, 200, dtype=np.int64)
+        g = group_by_sensor(sensor)
+        assert np.array_equal(g.order, np.argsort(sensor, kind="stable"))
+        tg = t[g.order]
+        seed = rng.integers(0, spread, g.head.shape[0], dtype=np.int64)
+        running = segment_cummax(tg, g)
+        before = newest_before(tg, g, seed)
+        for k, (h, n) in enumerate(zip(g.head.tolist(), g.size.tolist(), strict=True)):
+            seg = tg[h : h + n]
+            assert running[h : h + n].tolist() == np.maximum.accumulate(seg).tolist()
+            assert before[h : h + n].tolist() == np.maximum.accumulate(np.r_[seed[k], seg])[:-1].tolist()
+        ascending = np.concatenate([np.sort(tg[h : h + n]) for h, n in zip(g.head, g.size, strict=True)])
+        q_seg = rng.integers(0, g.head.shape[0], 50)
+        query = rng.integers(0, spread, 50, dtype=np.int64)
+        got = segment_searchsorted(ascending, g.seg, query, q_seg)
+        for i in range(50):
+            h, n = int(g.head[q_seg[i]]), int(g.size[q_seg[i]])
+            assert got[i] == h + int(np.searchsorted(ascending[h : h + n], query[i], side="right"))
+
+
+def _scan_cases() -> list[tuple[str, dict[str, object]]]:
+    return [("stuck", {"run_length": 3}), ("counter_decrease", {}), ("robust_z", {"window": 5}),
+            ("robust_z", {"window": 6}), ("idle_in_hours", {"warmup": 3, "start_hour": 8, "end_hour": 20})]
+
+
+@pytest.mark.parametrize(("kind", "params"), _scan_cases())
+def test_a_scan_equals_stepping_round_by_round_bit_for_bit(kind: str, params: dict[str, object]) -> None:
+    """``scan`` is only a faster route to what ``step`` computes one round at a time."""
+    from detectors.registry import DETECTORS
+
+    cls = DETECTORS[kind]
+    assert issubclass(cls, SeriesDetector) and cls.exact_scan
+    by_rounds = type("ByRounds", (cls,), {"exact_scan": False})
+    rng = np.random.default_rng(8)
+    n = 3000
+    sensor = rng.integers(0, 7, n).astype(np.int32)  # several readings per sensor and batch
+    t = 1_795_700_000_000 + np.sort(rng.integers(0, 86_400_000, n))
+    t[rng.random(n) < 0.05] -= 600_000  # some late readings
+    value = np.round(rng.normal(50, 5, n), 0)  # coarse: repeats and drops happen
+    value[rng.random(n) < 0.2] = 0.0
+    scans, steps = cls(CTX, quantity="value", **params), by_rounds(CTX, quantity="value", **params)
+    for lo, hi in ((0, 5), (5, 1000), (1000, 1001), (1001, n)):
+        batch = batch_from_columns(sensor[lo:hi], t[lo:hi], value[lo:hi])
+        a, b = scans.score_and_update(batch), steps.score_and_update(batch)
+        np.testing.assert_array_equal(a.rows, b.rows)
+        np.testing.assert_array_equal(a.score, b.score)
+    for name, array in steps.snapshot().items():
+        np.testing.assert_array_equal(scans.snapshot()[name], array, err_msg=name)
+    assert scans.n_late == steps.n_late > 0

@@ -39,6 +39,36 @@ def test_rise_rate_scores_the_slope_in_percent_of_the_set_point_per_minute() -> 
     assert got[6:] == pytest.approx([8.0] * 6)
 
 
+def test_rise_rate_equals_a_least_squares_fit_over_each_readings_window() -> None:
+    """Whole-batch windows (ring + batch, binary-searched) against a plain per-reading fit,
+    with irregular spacing, a ring that wraps (max_points), late readings and batch cuts."""
+    rng = np.random.default_rng(2)
+    readings, t = [], [0.0, 0.0, 0.0]
+    for _ in range(900):
+        s = int(rng.integers(0, 3))
+        t[s] += float(rng.choice([2.0, 5.0, 10.0, 45.0, 400.0], p=[0.3, 0.3, 0.3, 0.07, 0.03]))
+        late = rng.random() < 0.03
+        readings.append(R(s, t[s] - 30.0 if late else t[s], {"gas_lel": float(rng.normal(10 + t[s] / 600, 0.5))}))
+    det_args = {"quantity": "gas_lel", "setpoint": 25.0, "window_s": 120.0, "min_points": 4, "max_points": 16}
+    fed = feed(RiseRate(GAS, **det_args), stream(GAS, readings), sorted(rng.choice(900, 40, replace=False).tolist()))
+    history: dict[int, list[tuple[float, float]]] = {0: [], 1: [], 2: []}
+    for i, r in enumerate(readings):
+        got = fed.row_score[(i, 0)]
+        own = history[r.sensor]
+        if own and r.t_s <= own[-1][0]:  # late: not learned, scores 0
+            assert got == 0.0
+            continue
+        own.append((r.t_s, r.values["gas_lel"]))
+        window = [(ts, v) for ts, v in own[-16:] if ts > r.t_s - 120.0]
+        x = np.array([(ts - r.t_s) / 60 for ts, _ in window])
+        v = np.array([v for _, v in window])
+        expected = 0.0
+        if len(window) >= 4 and -x.min() * 60 >= 60 and v[-1] < 25.0:
+            slope = float(((x - x.mean()) * (v - v.mean())).sum() / ((x - x.mean()) ** 2).sum())
+            expected = max(slope, 0.0) / 25.0 * 100.0
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
 def test_rise_rate_is_quiet_when_flat_falling_or_above_the_set_point() -> None:
     det = RiseRate(GAS, quantity="gas_lel", setpoint=25, window_s=120)
     flat = lel([1.2] * 12)
