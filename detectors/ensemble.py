@@ -13,7 +13,12 @@ each reading is quantized into ``bins`` equal bins of the sensor's running
 [min, max], the last ``pattern`` bins form a key, and a per-sensor bitset of
 ``bins**pattern`` bits remembers every key seen. The rate of novel keys (a short
 EWMA, weight ``short_alpha``, of "this key is new") catches changes of shape
-that no |z| sees: a new rhythm, new combinations of familiar levels.
+that no |z| sees: a new rhythm, new combinations of familiar levels. A second
+bitset of ``phases * bins**phase_pattern`` bits asks the same question *at this time of
+day*: its key is the part of the local day (``phases`` equal parts, in
+``context.utc_offset_s`` time, by event time) and the last ``phase_pattern`` bins, so a
+daily rhythm that skips or shifts a beat is new even though each pattern of values
+is familiar. Its novel-key rate (same smoothing) is a fifth score.
 
 The raw score is log(1 + max |z|) (log1p is monotone, so this is the largest of
 the three log-compressed z, computed once per reading). It is calibrated much as
@@ -21,8 +26,9 @@ Numenta's "anomaly likelihood" is: compared with its own long-horizon EWMA mean
 and variance (weight ``likelihood_alpha``), and its Gaussian upper tail
 probability Q becomes "nines", -log10 Q, mapped to 0..1 as nines / (nines + 12)
 (0.5 means Q = 1e-12; order is kept, no ties). The novelty rate is calibrated
-the same way against its own EWMA mean and variance; the larger of the two
-Gaussian z gives the nines (the tail is monotone, so that is the larger nines).
+the same way against its own EWMA mean and variance, and so is the day-phase
+novelty rate; the largest of the three Gaussian z gives the nines (the tail is
+monotone, so that is the largest nines).
 
 The score reported is that level only where it is a *new peak*: above the
 sensor's previous peak, which decays by ``peak_decay`` per reading, and at
@@ -35,8 +41,9 @@ Every EWMA starts as a plain running mean (weight max(alpha, 1/n)), so the
 first readings are weighted as a sample average would weigh them. Per reading
 this is a few dozen elementwise operations on 1-D state arrays, one word
 gathered and scattered from the bitset, one square root, one log1p and one
-Gaussian tail per reading. State per sensor: 18 float64, the base's int64 event
-time and ``bins**pattern / 64`` uint64 words (664 bytes with the defaults).
+Gaussian tail per reading. State per sensor: 21 float64, the base's int64 event
+time and ``(bins**pattern + phases * bins**phase_pattern) / 64`` uint64 words (1,456
+bytes with the defaults: 104 words).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
 from detectors.series import SeriesDetector
-from detectors.novelty import MAX_KEYS, n_words, quantize, roll, mark_seen
+from detectors.novelty import MAX_KEYS, day_phase, mark_seen, n_words, phase_key, quantize, roll
 from detectors.state import Field
 from detectors.stats import (
     ABS_FLOOR,
@@ -64,12 +71,16 @@ from detectors.stats import (
 #: (one (n_sensors, 18) array gathered by rows leaves strided columns, slower to compute on).
 #: ``quiet_until``: reading count up to which the sensor stays quiet after a report.
 #: ``lo``/``hi``: running min/max; ``key``: the last bins as a number; ``novel``: the
-#: rate of novel keys, calibrated by ``novel_mean``/``novel_var``.
+#: rate of novel keys, calibrated by ``novel_mean``/``novel_var``; ``day_novel``: the rate of
+#: novel (day phase, last ``phase_pattern`` bins) keys, calibrated by ``day_mean``/``day_var``.
 STATE = ("n", "prev", "fast_mean", "fast_var", "step_var", "short_mean", "slow_mean", "slow_var",
-         "raw_mean", "raw_var", "peak", "quiet_until", "lo", "hi", "key", "novel", "novel_mean", "novel_var")
+         "raw_mean", "raw_var", "peak", "quiet_until", "lo", "hi", "key", "novel", "novel_mean", "novel_var",
+         "day_novel", "day_mean", "day_var")
 _FILL = {"lo": np.inf, "hi": -np.inf}
 #: the bitset of seen keys, (n_sensors, words) uint64: not gathered with the 1-D statistics
 SEEN = "seen"
+#: the bitset of seen (day phase, last ``phase_pattern`` bins) keys, (n_sensors, words) uint64
+DAY_SEEN = "day_seen"
 _FLOOR2 = ABS_FLOOR * ABS_FLOOR
 N_TEMPS, N_BOOLS = 9, 2
 BoolArray = npt.NDArray[np.bool_]
@@ -95,6 +106,8 @@ class Ensemble(SeriesDetector):
         refractory: int | None = None,
         bins: int = 16,
         pattern: int = 3,
+        phases: int = 24,
+        phase_pattern: int = 2,
     ) -> None:
         for name, value in (("alpha", alpha), ("short_alpha", short_alpha), ("slow_alpha", slow_alpha),
                             ("likelihood_alpha", likelihood_alpha)):
@@ -103,8 +116,17 @@ class Ensemble(SeriesDetector):
         check_at_least("warmup", warmup, 1)
         check_at_least("bins", bins, 2)
         check_at_least("pattern", pattern, 1)
+        check_at_least("phases", phases, 1)
+        check_at_least("phase_pattern", phase_pattern, 1)
         if bins**pattern > MAX_KEYS:
             msg = f"bins, pattern: {bins}**{pattern} keys is out of range; valid: bins**pattern <= {MAX_KEYS}"
+            raise ValueError(msg)
+        if phase_pattern > pattern:
+            msg = f"phase_pattern: {phase_pattern} is out of range; valid: 1 <= phase_pattern <= pattern ({pattern})"
+            raise ValueError(msg)
+        if phases * bins**phase_pattern > MAX_KEYS:
+            msg = (f"phases, phase_pattern: {phases} * {bins}**{phase_pattern} keys is out of range; "
+                   f"valid: phases * bins**phase_pattern <= {MAX_KEYS}")
             raise ValueError(msg)
         if refractory is None:
             refractory = round(1.0 / alpha)
@@ -113,18 +135,21 @@ class Ensemble(SeriesDetector):
         self.likelihood_alpha = likelihood_alpha
         self.warmup, self.peak_decay, self.refractory = int(warmup), peak_decay, int(refractory)
         self.bins, self.pattern = int(bins), int(pattern)
+        self.phases, self.phase_pattern = int(phases), int(phase_pattern)
         self._scratch = _Scratch()
         super().__init__(context, quantity=quantity)
 
     def state_fields(self) -> Mapping[str, Field]:
         fields = {name: Field(np.float64, _FILL.get(name, 0.0)) for name in STATE}
-        return {**fields, SEEN: Field(np.uint64, 0, (n_words(self.bins, self.pattern),))}
+        day_words = n_words(self.bins, self.phase_pattern) * self.phases
+        return {**fields, SEEN: Field(np.uint64, 0, (n_words(self.bins, self.pattern),)),
+                DAY_SEEN: Field(np.uint64, 0, (day_words,))}
 
     @classmethod
     def test_params(cls) -> Iterator[dict[str, Any]]:
         yield {"quantity": "value"}
         yield {"quantity": "value", "warmup": 20, "likelihood_alpha": 0.02, "peak_decay": 0.9, "refractory": 0,
-               "bins": 4, "pattern": 2}
+               "bins": 4, "pattern": 2, "phases": 3, "phase_pattern": 1}
 
     def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
         m = sensor.shape[0]
@@ -135,7 +160,7 @@ class Ensemble(SeriesDetector):
         n, first = g["n"], t[0]
         n += 1.0
         np.divide(1.0, n, out=first)
-        self._novelty(g, t, b, s, value)
+        self._novelty(g, t, b, s, event_ms, value)
         raw = self._raw_score(g, t, b, value)
         level = self._calibrate(g, t, raw)
         np.greater(n, self.warmup, out=b[0])
@@ -188,21 +213,30 @@ class Ensemble(SeriesDetector):
         return raw
 
     def _novelty(self, g: dict[str, FloatArray], t: list[FloatArray], b: list[BoolArray], s: IntArray,
-                 x: FloatArray) -> None:
-        """Folds ``x`` into the bins, key, bitset and the novel-key rate ``g["novel"]``."""
+                 event_ms: IntArray, x: FloatArray) -> None:
+        """Folds ``x`` into the bins, key, both bitsets and the novel-key rates ``g["novel"]``
+        (pattern) and ``g["day_novel"]`` (day phase and pattern)."""
         q = quantize(x, g["lo"], g["hi"], self.bins, out=t[1], tmp=t[2])
         key = roll(g["key"], q, self.bins, self.pattern)
-        new = mark_seen(self.state[SEEN], s, key, out=b[0])
-        new &= np.greater_equal(g["n"], self.pattern, out=b[1])  # a full pattern only
-        novel = g["novel"]
-        novel += np.multiply(np.subtract(new, novel, out=t[1]), self.short_alpha, out=t[1])
+        self._fold_novel(g["novel"], mark_seen(self.state[SEEN], s, key, out=b[0]), g["n"], self.pattern, t, b)
+        phase = day_phase(event_ms, self.context.utc_offset_s, self.phases)
+        day_key = phase_key(key, phase, self.bins, self.phase_pattern)
+        new = mark_seen(self.state[DAY_SEEN], s, day_key, out=b[0])
+        self._fold_novel(g["day_novel"], new, g["n"], self.phase_pattern, t, b)
+
+    def _fold_novel(self, rate: FloatArray, new: BoolArray, n: FloatArray, length: int, t: list[FloatArray],
+                    b: list[BoolArray]) -> None:
+        """rate += short_alpha (new - rate), ``new`` counted only once ``length`` readings make a key."""
+        new &= np.greater_equal(n, length, out=b[1])
+        rate += np.multiply(np.subtract(new, rate, out=t[1]), self.short_alpha, out=t[1])
 
     def _calibrate(self, g: dict[str, FloatArray], t: list[FloatArray], raw: FloatArray) -> FloatArray:
-        """Nines of the larger z of the raw score and of the novel-key rate, each against its
-        long-horizon mean/variance, in t[2]; folds both in."""
+        """Nines of the largest z of the raw score and of the two novel-key rates, each against
+        its long-horizon mean/variance, in t[2]; folds all three in."""
         w = np.maximum(t[0], self.likelihood_alpha, out=t[4])
         z = self._z_fold(raw, g["raw_mean"], g["raw_var"], w, t[2], t)
         np.maximum(z, self._z_fold(g["novel"], g["novel_mean"], g["novel_var"], w, t[6], t), out=z)
+        np.maximum(z, self._z_fold(g["day_novel"], g["day_mean"], g["day_var"], w, t[8], t), out=z)
         return gaussian_nines(z, scratch=t[3])
 
     @staticmethod

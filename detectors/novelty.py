@@ -9,6 +9,12 @@ A reading is *novel* when its key's bit was not yet set (it is set then).
 The ensemble smooths the novel flags into a rate and calibrates that rate
 like its other scores.
 
+A second, contextual key asks "have I seen this pattern *at this time of
+day*?": the phase of the local day (``day_phase``: one of ``phases`` equal
+parts, 24 = the hour) joined with the last ``context`` bins (``phase_key``),
+in a bitset of its own. A daily rhythm that skips a beat (no jump today, a flat
+afternoon) produces only familiar patterns, but at unfamiliar times.
+
 Every function works on arrays of distinct sensors' readings, in place, with
 no loop over rows.
 """
@@ -62,6 +68,28 @@ def roll(key: FloatArray, q: IntArray, bins: int, pattern: int) -> IntArray:
     k %= bins**pattern
     key[:] = k
     return k
+
+
+MS_PER_DAY = 86_400_000
+
+
+def day_phase(event_ms: IntArray, utc_offset_s: int, phases: int) -> IntArray:
+    """Part of the local day, 0 .. phases - 1, of each event time (``phases`` equal parts;
+    24 gives the local hour)."""
+    ms: IntArray = event_ms + utc_offset_s * 1000
+    ms %= MS_PER_DAY  # numpy's % is a floor modulo: 0 .. MS_PER_DAY - 1 before 1970 too
+    ms *= phases
+    ms //= MS_PER_DAY
+    return ms
+
+
+def phase_key(key: IntArray, phase: IntArray, bins: int, context: int) -> IntArray:
+    """The last ``context`` bins of ``key`` with the day phase in front: phase * bins**context
+    + key mod bins**context, in 0 .. phases * bins**context - 1."""
+    size = bins**context
+    out: IntArray = np.remainder(key, size)
+    out += phase * size
+    return out
 
 
 #: the one-bit masks of a word, by bit number

@@ -10,7 +10,7 @@ from detectors.columns import batch_from_columns
 from detectors.cusum import TwoSidedCusum
 from detectors.ensemble import Ensemble
 from detectors.ewma_z import EwmaZScore
-from detectors.novelty import n_words, quantize, roll, mark_seen
+from detectors.novelty import day_phase, mark_seen, n_words, phase_key, quantize, roll
 from detectors.rate_of_change import RateOfChange
 from detectors.registry import DETECTORS
 from detectors.robust_z import RobustZScore
@@ -186,12 +186,43 @@ def test_ensemble_scores_a_new_pattern_of_familiar_levels() -> None:
     # and the level are all familiar, only the order (the pattern of 3 readings) is new
     rise = np.tile([0.0, 1.0, 2.0, 3.0], 200)
     fall = np.tile([3.0, 2.0, 1.0, 0.0], 50)
-    # refractory 0: the noise-free saw sets small new peaks now and then, which would mute reading 800
-    s = run(Ensemble(CTX, quantity="value", refractory=0), np.r_[rise, fall])
+    # refractory 0: the noise-free saw sets small new peaks now and then, which would mute reading 800;
+    # phases 1: at a reading a minute each new hour would be new to the day-phase memory
+    s = run(Ensemble(CTX, quantity="value", refractory=0, phases=1), np.r_[rise, fall])
     # 6 new patterns in a row: (2,3,3) (3,3,2) (3,2,1) (2,1,0) (1,0,3) (0,3,2), then only (3,2,1) ... again
     assert 801 <= int(np.argmax(s)) < 806 and s.max() > 0.5  # reported at once, far in the tail...
     assert s.max() > 5 * s[200:800].max()  # ...far above anything the familiar saw reported
     assert s[810:].max() == 0.0  # the falling saw is familiar now
+
+
+def test_day_phase_is_the_part_of_the_local_day() -> None:
+    day_ms = 86_400_000
+    t = np.array([0, 3_599_999, 3_600_000, 23 * 3_600_000 + 1, day_ms + 7_200_000, -1])
+    assert day_phase(t, 0, 24).tolist() == [0, 0, 1, 23, 2, 23]  # the UTC hour, before 1970 too
+    assert day_phase(t, 3600, 24).tolist() == [1, 1, 2, 0, 3, 0]  # UTC+1
+    assert day_phase(t, 0, 8).tolist() == [0, 0, 0, 7, 0, 7]  # 3-hour blocks
+    assert day_phase(t, 0, 1).tolist() == [0] * 6
+
+
+def test_phase_key_puts_the_phase_in_front_of_the_last_bins() -> None:
+    key = np.array([2 * 16 * 16 + 5 * 16 + 7, 15])  # bins (2, 5, 7) and (0, 0, 15) in base 16
+    assert phase_key(key, np.array([3, 0]), 16, 2).tolist() == [3 * 256 + 5 * 16 + 7, 15]
+    assert phase_key(key, np.array([23, 1]), 16, 1).tolist() == [23 * 16 + 7, 16 + 15]
+
+
+def test_ensemble_scores_a_familiar_pattern_at_an_unfamiliar_time_of_day() -> None:
+    # hourly readings: 0 until noon, 10 after, for 30 days; then a day with no jump
+    hour_ms, midnight_ms = 3_600_000, 1_699_920_000_000  # 2023-11-14 00:00 UTC
+    day = np.r_[np.zeros(12), np.full(12, 10.0)]
+    values = np.r_[np.tile(day, 30), np.zeros(24), np.tile(day, 5)]
+    phased = run(Ensemble(CTX, quantity="value"), values, hour_ms, midnight_ms)
+    flat = run(Ensemble(CTX, quantity="value", phases=1), values, hour_ms, midnight_ms)
+    # (0, 0) at 12:00 and later was only ever seen before noon: new to the hour-of-day memory only
+    noon = 30 * 24 + 12
+    assert flat[noon - 12:noon + 12].max() == 0.0  # every pattern of values is familiar
+    assert phased[noon - 12:noon].max() == 0.0  # the morning is as usual
+    assert noon <= int(np.argmax(phased[noon - 12:])) + noon - 12 < noon + 12
+    assert phased[noon:noon + 12].max() > phased[24:noon - 12].max()  # a new peak, above earlier reports
 
 
 def test_gaussian_nines_in_place_matches_the_allocating_form() -> None:
@@ -227,6 +258,9 @@ def test_gaussian_nines_approximates_the_exact_tail() -> None:
         (Ensemble, {"bins": 1}, "bins"),
         (Ensemble, {"pattern": 0}, "pattern"),
         (Ensemble, {"bins": 256, "pattern": 3}, "bins, pattern"),
+        (Ensemble, {"phases": 0}, "phases"),
+        (Ensemble, {"phase_pattern": 4}, "phase_pattern"),
+        (Ensemble, {"bins": 64, "pattern": 2, "phase_pattern": 2, "phases": 24}, "phases, phase_pattern"),
     ],
 )
 def test_parameter_errors_name_the_parameter(cls: type, params: dict[str, object], name: str) -> None:
