@@ -3,23 +3,43 @@
 A silent sensor sends no reading to score, so this detector speaks about sensors
 that are *not* in the batch (Scores entries with row -1, see detectors.base).
 
-When is "now"? Never the wall clock: the detector's clock is its *watermark*,
-the newest event time any sensor of the kind has sent so far. Silence is judged
-only at *ticks*, the multiples of the kind's ``expected_period_s`` (context):
-when a reading moves the watermark past one or more ticks, the detector checks
-every tracked sensor at the newest tick T it passed, using the readings that
-*arrived before* that reading (that reading's own sensor is speaking, so it is
-not checked). A sensor whose newest event time is ``last`` has then been silent
-for ``(T - last) / period`` periods; entries are emitted for sensors silent for
-at least ``report_after_periods`` (event time T, score = periods of silence).
+When is "now"? Never the wall clock: the detector's clock is event time, the
+``clock_rank``-th newest (default 3rd) of the sensors' newest event times, so
+fewer than ``clock_rank`` sensors with fast clocks cannot move it (the decoder
+admits readings up to ``input.max_future_skew_s`` ahead of arrival: with the
+newest event time of the kind as clock, one sensor 60 s fast would make every
+other hazmat sensor look 6 periods silent). Silence is judged only at *ticks*,
+the multiples of the kind's ``expected_period_s`` (context): when a reading moves
+the clock past one or more ticks, the detector checks every tracked sensor at
+the newest tick T it passed, using the readings that *arrived before* that
+reading (that reading's own sensor is speaking, so it is not checked). A sensor
+whose newest event time is ``last`` has then been silent for
+``(T - last) / period`` periods; entries are emitted for sensors silent for at
+least ``report_after_periods`` (event time T, score = periods of silence).
 Every reading of a sensor scores 0, so its alarm clears when it speaks again.
+
+The rank: ``clock_rank``, capped at n - 1 (at least 1) for a catalog of n
+sensors (context.sensor_ids), so one silent sensor cannot stop the clock of a
+small kind (two sensors: the newer one's clock, as no majority can tell which
+is wrong). The price: the clock runs only while at least that many sensors
+report (a kind without a catalog and fewer sensors heard reports nothing), it
+trails the newest event time by the spread of the newest few sensors (well
+under a period in live traffic), and a fast sensor that falls silent is
+reported late by its lead. ``clock_rank: 1`` is the newest event time.
+
+State: nothing but the per-sensor arrays; the clock is re-derived from the
+sensors' newest event times, so it never runs backwards. ``restore`` of a
+subset of sensors gives the clock of that subset (never later than the full
+one: ticks it has passed may be judged again, with those sensors' state);
+the others count as never heard until restored or heard.
 
 Why this is independent of batch boundaries: the ticks crossed, the reading
 that crosses each, and what arrived before it are properties of the arrival
 sequence alone; the batch is processed as that sequence (readings in
 ``reading_idx`` order), so one batch, many batches or one reading at a time give
-the same entries. When the watermark jumps over several ticks at once (a
-backlog) only the newest is checked: it holds the longest silences.
+the same entries (the clock after each reading is a function of the sensors'
+newest event times, which are). When the clock jumps over several ticks at once
+(a backlog) only the newest is checked: it holds the longest silences.
 
 Tracked sensors: every sensor that has reported, plus the catalog's sensors
 (context.sensor_ids) from the start of observation (the earliest event time
@@ -31,10 +51,7 @@ readings) is longer uses that instead (a slow sensor is not "silent"). It is
 only ever lengthened, so an incident that makes sensors report faster does not
 make their normal spacing look like silence.
 
-Caveat: the watermark is the maximum event time; the decoder admits readings up
-to ``input.max_future_skew_s`` ahead of arrival, so one sensor with a clock
-running minutes ahead would make every other sensor look silent. Keep that
-skew small for kinds with a no_signal route.
+A sensor whose clock runs *behind* still looks silent, by its lag.
 """
 
 from __future__ import annotations
@@ -47,13 +64,14 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
-from detectors.readings import Readings, check_at_least, ints
-from detectors.rounds import Segments, group_by_sensor, newest_before, segments_of
+from detectors.readings import Readings, check_at_least, check_int_at_least, ints
+from detectors.rounds import Segments, group_by_sensor, newest_before, segment_searchsorted, segments_of
 from detectors.state import NEVER_MS, Field, SensorState
 
 MEASURE: Final = "silent_periods"
 UNSET_MS: Final = np.iinfo(np.int64).max  # first_ms of a sensor never heard
 BoolArray = npt.NDArray[np.bool_]
+_PAIRS_PER_CHUNK: Final = 1 << 18  # (sensor, level) searches per chunk in NoSignal._crossings
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +171,10 @@ class NoSignal:
 
     anomaly: ClassVar[str] = "gap"
 
-    def __init__(self, context: DetectorContext, *, report_after_periods: float = 2.0, learn_period: bool = True) -> None:
+    def __init__(self, context: DetectorContext, *, report_after_periods: float = 2.0, learn_period: bool = True,
+                 clock_rank: int = 3) -> None:
         check_at_least("report_after_periods", report_after_periods, 1.0)
+        check_int_at_least("clock_rank", clock_rank, 1)
         if not isinstance(learn_period, bool):
             msg = f"learn_period: must be true or false, got {learn_period!r}"
             raise ValueError(msg)
@@ -162,6 +182,10 @@ class NoSignal:
         self.learn_period = learn_period
         self.tick_ms = max(1, round(context.expected_period_s * 1000))
         self.n_catalog = len(context.sensor_ids)
+        self.clock_rank = clock_rank
+        # the rank used: a catalog of n sensors caps it at n - 1 (>= 1), so one silent
+        # sensor of a small kind cannot hold the clock back
+        self.rank = min(clock_rank, max(1, self.n_catalog - 1)) if self.n_catalog else clock_rank
         self.state = SensorState(
             {"last_ms": Field(np.int64, NEVER_MS), "first_ms": Field(np.int64, UNSET_MS), "n_fresh": Field(np.int64, 0)}
         )
@@ -179,16 +203,64 @@ class NoSignal:
     def _scan(self, sensor: Int32Array, t: IntArray, grouped: Segments | None) -> Silence | None:
         """Fold the readings (arrival order) into the state; the silences found at the
         tick crossings on the way, ordered by (arrival position, sensor)."""
-        n = self.state.n_sensors
-        last = ints(self.state["last_ms"])[:n]
-        w0 = int(last.max(initial=NEVER_MS))
-        after = np.maximum.accumulate(np.maximum(t, w0))
-        before = np.r_[w0, after[:-1]]
-        crossing = np.flatnonzero((before != NEVER_MS) & (after // self.tick_ms > before // self.tick_ms))
         track = _Track.of(self, sensor, t, grouped)
-        silence = self._silences(track, crossing, after[crossing] // self.tick_ms * self.tick_ms) if crossing.size else None
+        crossing, tick = self._crossings(track)
+        silence = self._silences(track, crossing, tick) if crossing.size else None
         track.fold(self)
         return silence
+
+    def _crossings(self, track: _Track) -> tuple[IntArray, IntArray]:
+        """The arrival positions at which the clock (the ``rank``-th newest of the sensors'
+        newest event times) passes one or more ticks, and the newest tick passed at each.
+
+        The clock only moves at readings, and only to a value some sensor's newest event
+        time takes (a *level*). Per level v, the position where it is reached is where the
+        ``rank``-th sensor gets to >= v (sensors already there before the batch count from
+        the start); per tick, that of the first level at or past it. Exact integer work:
+        a search per (sensor, level it passes in the batch), levels limited to those
+        preceded by a tick, in chunks of bounded size."""
+        none = np.zeros(0, np.int64)
+        r, tick_ms = self.rank, self.tick_ms
+        seed = ints(self.state["last_ms"])[: track.n]
+        g = track.segments
+        final = seed.copy()
+        final[track.sensor] = track.last[g.tail]
+        w0, w_end = _newest(seed, r), _newest(final, r)
+        if w_end == NEVER_MS:
+            return none, none
+        if w0 == NEVER_MS:  # the clock starts at the reading that brings the rank-th sensor
+            heard = int(np.count_nonzero(seed != NEVER_MS))
+            new = np.flatnonzero(seed[track.sensor] == NEVER_MS)
+            start = int(np.sort(track.position[g.head[new]])[r - heard - 1])
+            upto = np.maximum.reduceat(np.where(track.position <= start, track.last, NEVER_MS), g.head)
+            at_start = seed.copy()
+            at_start[track.sensor] = np.maximum(seed[track.sensor], upto)
+            w0 = _newest(at_start, r)
+        if w_end // tick_ms == w0 // tick_ms:
+            return none, none
+        ahead = seed[seed > w0]  # fewer than r sensors
+        level = np.r_[track.last, ahead]
+        level = np.unique(level[(level > w0) & (level <= w_end)])
+        level = level[level // tick_ms > np.r_[w0, level[:-1]] // tick_ms]  # a tick just below
+        need = r - (ahead[None, :] >= level[:, None]).sum(axis=1)  # sensors still to come
+        lo = np.searchsorted(level, seed[track.sensor], side="right")  # per segment: levels it passes
+        hi = np.searchsorted(level, track.last[g.tail], side="right")
+        reached = np.empty(level.shape[0], np.int64)
+        step = max(1, _PAIRS_PER_CHUNK // max(1, track.sensor.shape[0]))
+        for c0 in range(0, level.shape[0], step):
+            c1 = min(level.shape[0], c0 + step)
+            a, b = np.maximum(lo, c0), np.minimum(hi, c1)
+            count = np.maximum(b - a, 0)
+            seg = np.repeat(np.arange(count.shape[0], dtype=np.int64), count)
+            li = np.repeat(a, count) + np.arange(seg.shape[0], dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+            row = segment_searchsorted(track.last, g.seg, level[li] - 1, seg)  # first row with last >= level
+            pos = track.position[row]
+            order = np.lexsort((pos, li))
+            per_level = np.bincount(li - c0, minlength=c1 - c0)
+            first = np.cumsum(per_level) - per_level
+            reached[c0:c1] = pos[order][first + need[c0:c1] - 1]
+        last_of_run = np.r_[reached[1:] != reached[:-1], True]
+        return reached[last_of_run], level[last_of_run] // tick_ms * tick_ms
 
     def _silences(self, track: _Track, crossing: IntArray, tick: IntArray) -> Silence | None:
         """Every (crossing, sensor) with a silence, found per *piece* (a sensor and the
@@ -286,7 +358,14 @@ class NoSignal:
     @classmethod
     def test_params(cls) -> Iterator[dict[str, Any]]:
         yield {}
-        yield {"report_after_periods": 3.0, "learn_period": False}
+        yield {"report_after_periods": 3.0, "learn_period": False, "clock_rank": 1}
+        yield {"clock_rank": 6}
+
+
+def _newest(last: IntArray, rank: int) -> int:
+    """The ``rank``-th newest of the sensors' newest event times (NEVER_MS with fewer heard)."""
+    k = last.shape[0] - rank
+    return NEVER_MS if k < 0 else int(np.partition(last, k)[k])
 
 
 def _grouped(batch: ReadingBatch, readings: Readings) -> Segments | None:

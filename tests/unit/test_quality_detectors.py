@@ -20,6 +20,8 @@ from detectors.stuck import StuckValue
 from tests.unit.detector_streams import R, feed, scores_of, stream
 
 ONE = DetectorContext(quantities=("value",), quantity_ranges=((-1e6, 1e6),), expected_period_s=60.0)
+# a kind of two catalog sensors: the clock's rank is capped at 1 (the newer one), see no_signal
+PAIR = DetectorContext(quantities=("value",), expected_period_s=60.0, sensor_ids=("a", "b"))
 TWO = DetectorContext(quantities=("a", "b"), quantity_ranges=((0.0, 100.0), (0.0, 10.0)), expected_period_s=60.0)
 
 
@@ -80,7 +82,7 @@ def two_sensors(stop_s: float, end_s: float, resume_s: float | None = None) -> l
 
 def test_no_signal_reports_silence_in_periods_at_each_tick() -> None:
     readings = two_sensors(stop_s=120, end_s=600)
-    fed = feed(NoSignal(ONE), stream(ONE, readings))
+    fed = feed(NoSignal(PAIR), stream(PAIR, readings))
     # sensor 1 last spoke at 121 s; tick T is checked when sensor 0's reading at T arrives.
     # silence (T - 121) / 60 >= 2 from T = 300 on (240 gives 1.98)
     expected = [(1, t * 1000, (t - 121) / 60) for t in range(300, 601, 60)]
@@ -91,8 +93,8 @@ def test_no_signal_reports_silence_in_periods_at_each_tick() -> None:
 
 def test_no_signal_clears_when_the_sensor_speaks_again() -> None:
     readings = two_sensors(stop_s=120, end_s=600, resume_s=480)
-    det = NoSignal(ONE)
-    whole = stream(ONE, readings)
+    det = NoSignal(PAIR)
+    whole = stream(PAIR, readings)
     scores = det.score_and_update(whole.take(np.argsort(whole.sensor_idx, kind="stable")))
     sensor, times = scores.sensors_and_times(whole.take(np.argsort(whole.sensor_idx, kind="stable")))
     ones = [(int(t), float(s), int(r)) for t, s, r, x in zip(times, scores.score, scores.rows, sensor, strict=True) if x == 1]
@@ -119,8 +121,8 @@ def test_no_signal_learns_a_slower_period() -> None:
         readings.append(R(0, t, {"value": 1.0}))
         if t % 180 == 0:
             readings.append(R(1, t + 1, {"value": 1.0}))
-    fixed = feed(NoSignal(ONE, learn_period=False), stream(ONE, readings))
-    learned = feed(NoSignal(ONE), stream(ONE, readings))
+    fixed = feed(NoSignal(PAIR, learn_period=False), stream(PAIR, readings))
+    learned = feed(NoSignal(PAIR), stream(PAIR, readings))
     # sensor 1 speaks at 1, 181, 361, 541, 721 s; at ticks 180, 360, 540, 720 it has been
     # silent 179 s = 2.98 expected periods (at 480: 119 s, 1.98 periods, not yet)
     assert [(s, t) for s, t, _ in fixed.silent] == [(1, t * 1000) for t in (180, 360, 540, 720)]
