@@ -77,6 +77,9 @@ STATE = ("n", "prev", "fast_mean", "fast_var", "step_var", "short_mean", "slow_m
          "raw_mean", "raw_var", "peak", "quiet_until", "lo", "hi", "key", "novel", "novel_mean", "novel_var",
          "day_novel", "day_mean", "day_var")
 _FILL = {"lo": np.inf, "hi": -np.inf}
+#: the 1-D statistics live packed in one (n_sensors, len(STATE)) array: one gather and one
+#: scatter of a sensor's row per reading instead of one per statistic
+STATS = "stats"
 #: the bitset of seen keys, (n_sensors, words) uint64: not gathered with the 1-D statistics
 SEEN = "seen"
 #: the bitset of seen (day phase, last ``phase_pattern`` bins) keys, (n_sensors, words) uint64
@@ -140,9 +143,9 @@ class Ensemble(SeriesDetector):
         super().__init__(context, quantity=quantity)
 
     def state_fields(self) -> Mapping[str, Field]:
-        fields = {name: Field(np.float64, _FILL.get(name, 0.0)) for name in STATE}
+        fill = tuple(_FILL.get(name, 0.0) for name in STATE)
         day_words = n_words(self.bins, self.phase_pattern) * self.phases
-        return {**fields, SEEN: Field(np.uint64, 0, (n_words(self.bins, self.pattern),)),
+        return {STATS: Field(np.float64, fill, (len(STATE),)), SEEN: Field(np.uint64, 0, (n_words(self.bins, self.pattern),)),
                 DAY_SEEN: Field(np.uint64, 0, (day_words,))}
 
     @classmethod
@@ -155,8 +158,9 @@ class Ensemble(SeriesDetector):
         m = sensor.shape[0]
         g, t, b = self._scratch.views(m)
         s = self._scratch.index(sensor)
-        for name in STATE:  # gather
-            np.take(self.state[name], s, out=g[name], mode="clip")
+        rows = self._scratch.rows(m)
+        np.take(self.state[STATS], s, axis=0, out=rows, mode="clip")  # gather
+        np.copyto(self._scratch.columns(m), rows.T)
         n, first = g["n"], t[0]
         n += 1.0
         np.divide(1.0, n, out=first)
@@ -172,8 +176,8 @@ class Ensemble(SeriesDetector):
         new &= np.greater(n, quiet_until, out=b[1])
         np.maximum(level, peak, out=peak)
         np.copyto(quiet_until, np.add(n, self.refractory, out=t[1]), where=new)
-        for name in STATE:  # scatter
-            self.state[name][s] = g[name]
+        np.copyto(rows.T, self._scratch.columns(m))  # scatter
+        self.state[STATS][s] = rows
         out: FloatArray = level / (level + TAIL_NINES)
         out *= new
         return out
@@ -265,6 +269,17 @@ class _Scratch:
         self._floats = np.empty((len(STATE) + N_TEMPS, 0))
         self._bools = np.empty((N_BOOLS, 0), np.bool_)
         self._index = np.empty(0, np.intp)
+        self._rows = np.empty((0, len(STATE)))
+
+    def rows(self, m: int) -> FloatArray:
+        """(m, statistics): a gathered block of sensor rows."""
+        if m > self._rows.shape[0]:
+            self._rows = np.empty((m, len(STATE)))
+        return self._rows[:m]
+
+    def columns(self, m: int) -> FloatArray:
+        """(statistics, m): the same values, one contiguous row per statistic (``views``' dict)."""
+        return self._floats[: len(STATE), :m]
 
     def views(self, m: int) -> tuple[dict[str, FloatArray], list[FloatArray], list[BoolArray]]:
         if m > self._index.shape[0]:

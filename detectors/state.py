@@ -24,7 +24,7 @@ class Field:
     """One state array: dtype, value for a sensor never seen, per-sensor shape."""
 
     dtype: type[np.generic]
-    fill: float | int = 0
+    fill: float | int | tuple[float, ...] = 0  # a tuple: one fill per element of ``shape``
     shape: tuple[int, ...] = ()
 
 
