@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,8 +22,9 @@ from sinks.cap import (
     cap_reference,
 )
 from streams.pipeline import alert_id
+from tests.shared import shared_dir
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "cap" / "CAP-v1.2.xsd"
+SCHEMA_PATH = shared_dir() / "schemas" / "cap" / "CAP-v1.2.xsd"
 NS = {"cap": CAP_NS}
 CONFIG = CapConfig(
     sender="cityops@dg.gov.cn", sender_name="东莞市城市运行管理中心", org_code="44190000000000",
