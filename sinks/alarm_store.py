@@ -155,14 +155,19 @@ class AlarmChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One operator action. The trail is shared with the silence store, so ``what`` is
+    also "silence_create"/"silence_expire" (then ``silence_id`` is set, the alarm fields
+    are empty and the states are the silence's pending/active/expired)."""
+
     at_ms: int
     who: str
-    what: Literal["acknowledge", "comment", "clear"]
+    what: str  # acknowledge | comment | clear | silence_create | silence_expire
     alarm_key: str
     alarm_id: str
-    state_before: State
-    state_after: State
+    state_before: str
+    state_after: str
     text: str
+    silence_id: str = ""
 
 
 def wall_clock_ms() -> int:
