@@ -11,11 +11,15 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_kafka
+from faust.web.drivers import aiohttp as faust_aiohttp
 from mode.services import WaitResults
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from sinks.silences import SilenceStore
 from streams.decode import RawMessage
+from streams.errors import ConfigError
 from streams.metrics import Metrics
+from streams.operator_api import OPERATOR_TOKENS_ENV, create_operator_app, operator_tokens_from_env
 from streams.runtime import Runtime
 from streams.settings import Settings
 from streams.topology import Topology, load_topology
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 10.0
 WINDOW_SHARE_OF_BUDGET = 0.8
 EXIT_BATCH_NOT_ACKED = 70  # EX_SOFTWARE: a supervisor restarts the worker
+OPERATOR_API_PREFIX = "/api/v1"
 
 
 def create_app(settings: Settings, topology: Topology | None = None) -> faust.App:
@@ -53,6 +58,7 @@ def create_app(settings: Settings, topology: Topology | None = None) -> faust.Ap
                           schema=_RawSchema())
         app.agent(topic, name=f"cityops.{kind}")(_kind_agent(runtime, kind))
     _add_pages(app, runtime)
+    _mount_operator_api(app, runtime)
 
     @app.on_partitions_assigned.connect
     async def _reload(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -173,3 +179,32 @@ def _add_pages(app: faust.App, runtime: Runtime) -> None:
     async def healthz(web: Any, request: Any) -> Any:
         ok = await runtime.board.ping()
         return web.json({"redis": ok, "kinds": sorted(runtime.pipelines)}, status=200 if ok else 503)
+
+
+def _mount_operator_api(app: faust.App, runtime: Runtime) -> None:
+    """Serve the operator API (streams/operator_api.py) on the worker's web port under
+    /api/v1, when CITYOPS_OPERATOR_TOKENS names at least one operator.
+
+    It is an aiohttp sub-application of Faust's web app (its own auth and error
+    middlewares apply only under the prefix, not to /metrics or /healthz). It is
+    added now, while create_app runs: Faust freezes the aiohttp app when its web
+    server starts. The line saying whether it is served is logged once the worker
+    runs (logging is not set up yet while create_app runs)."""
+    tokens = operator_tokens_from_env()  # a malformed value is a ConfigError: exit 2 before anything starts
+    if tokens:
+        web = app.web
+        if not isinstance(web, faust_aiohttp.Web):
+            msg = f"the operator API needs Faust's aiohttp web driver, not {type(web).__name__}"
+            raise ConfigError(msg)
+        silences = SilenceStore(runtime.redis, runtime.settings.namespace)
+        web.web_app.add_subapp(OPERATOR_API_PREFIX, create_operator_app(runtime.alarms, silences, tokens, prefix=""))
+        operators = ", ".join(sorted(set(tokens.values())))
+        line = (f"operator API served at http://127.0.0.1:{runtime.settings.web_port}{OPERATOR_API_PREFIX} "
+                f"for {len(set(tokens.values()))} operators ({operators})")
+    else:
+        line = f"operator API not mounted: {OPERATOR_TOKENS_ENV} is not set"
+
+    async def _announce_operator_api() -> None:
+        log.info("%s", line)
+
+    app.task(_announce_operator_api)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from streams.errors import CityOpsError
+from streams.operator_cli import alarms_app
 
 if TYPE_CHECKING:
     from streams.stack import StackStatus
@@ -23,6 +24,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(topology_app, name="topology")
 app.add_typer(bench_app, name="bench")
+app.add_typer(alarms_app, name="alarms")
 
 TopologyOpt = Annotated[Path, typer.Option("--topology", "-t", help="topology.yaml to use", envvar="CITYOPS_TOPOLOGY")]
 

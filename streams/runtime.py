@@ -1,7 +1,9 @@
 """What a worker holds while it runs: per-kind pipelines, sinks and metrics.
 
 Order per micro-batch is what makes a crash safe: alerts and dead letters are
-acknowledged by Kafka, then the alarm board (state) is updated in Redis, and
+acknowledged by Kafka, then the alarm board (state) is updated in Redis, then
+the alarm store (sinks/alarm_store.py: lifecycle, operator states) applies the
+batch's alerts (idempotently, so re-applying a re-delivered batch is harmless), and
 only then does the agent let Faust acknowledge (and later commit) the input
 offsets. A crash anywhere re-delivers the batch; re-processing it emits the
 same alert ids (deterministic), so consumers de-duplicate, and nothing is lost.
@@ -15,9 +17,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from sinks.alarm_store import AlarmStore
 from sinks.base import Alert, AlertSink
 from sinks.kafka import KafkaAlertSink, KafkaWriter
 from sinks.redis_board import RedisAlarmBoard
@@ -47,8 +51,13 @@ class Runtime:
         self.pipelines = {kind: KindPipeline(topology, kind) for kind in topology.spec.kinds}
         self.checkpoints = {kind: self._checkpoint(kind) for kind in self.pipelines}
         self.writer = KafkaWriter(settings.bootstrap, client_id=f"{settings.app_id}-sinks")
-        self.board = RedisAlarmBoard.from_url(settings.redis_url, settings.namespace)
+        # one Redis client (connection pool) for the board, the alarm store and the operator API
+        self.redis = aioredis.Redis.from_url(settings.redis_url)
+        self.board = RedisAlarmBoard(self.redis, settings.namespace)
         self.sinks: list[AlertSink] = [KafkaAlertSink(self.writer, topology.spec.topics.alerts), self.board]
+        # the alarm lifecycle (operator states, audit), after the board: idempotent, so a crash
+        # between the two re-delivers the batch and re-applying it changes nothing twice
+        self.alarms = AlarmStore(self.redis, settings.namespace)
         self._started = asyncio.Event()
         self._lock = asyncio.Lock()
         # a kind's batch and a reload of its alarm levels must not interleave:
@@ -103,17 +112,19 @@ class Runtime:
 
     async def _deliver(self, kind: str, result: BatchResult) -> None:
         """Dead letters, then alerts to every sink in order (Kafka, then the Redis
-        state). An outage delays the batch, never drops it: each step is retried
-        with capped exponential backoff until it succeeds, and a step that has
-        succeeded is not repeated."""
+        state, then the alarm store's lifecycle records). An outage delays the
+        batch, never drops it: each step is retried with capped exponential
+        backoff until it succeeds, and a step that has succeeded is not repeated."""
         dead = [(d.key, d.to_json(wall_clock_ms())) for d in result.dead]
         checkpoint = self.checkpoints[kind]
         state = {checkpoint.key: checkpoint.encode(result.touched)}
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("deadletter", lambda: self.writer.send_all(self.topology.spec.topics.deadletter, dead)),
             *[(type(sink).__name__, _bind(sink, result.alerts)) for sink in self.sinks if sink is not self.board],
-            # the board and the detector state last, in one transaction: then Faust may ack
+            # the board and the detector state in one transaction, then the alarm store: then Faust may ack
             ("RedisAlarmBoard", lambda: self.board.write_batch(result.alerts, state)),
+            # idempotent (duplicate alert ids and stale events change nothing): safe to repeat
+            ("AlarmStore", lambda: self._apply_alarms(result.alerts)),
         ]
         for name, step in steps:
             delay_s = RETRY_FIRST_S
@@ -126,6 +137,9 @@ class Runtime:
                     log.warning("%s: delivering a %s batch failed (%r); retrying in %.1f s", name, kind, exc, delay_s)
                     await asyncio.sleep(delay_s)
                     delay_s = min(delay_s * 2, RETRY_MAX_S)
+
+    async def _apply_alarms(self, alerts: Sequence[Alert]) -> None:
+        await self.alarms.apply(alerts)
 
     def _observe(self, kind: str, result: BatchResult) -> None:
         m = self.metrics
@@ -150,4 +164,4 @@ class Runtime:
 
     async def close(self) -> None:
         await self.writer.close()
-        await self.board.close()
+        await self.redis.aclose()  # the board's and the alarm store's (AlarmStore.close) client
