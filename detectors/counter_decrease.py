@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
-from detectors.readings import floats
+from detectors.params import floats
 from detectors.series import Series, SeriesDetector
 from detectors.state import Field
 

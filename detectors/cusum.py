@@ -21,9 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.params import check_at_least, check_below_one, floats, ints
 from detectors.series import SeriesDetector
 from detectors.state import Field
-from detectors.stats import check_at_least, check_fraction, ewma_fold, floats, ints, scale
+from detectors.stats import ewma_fold, scale
 
 
 class TwoSidedCusum(SeriesDetector):
@@ -35,7 +36,7 @@ class TwoSidedCusum(SeriesDetector):
     def __init__(
         self, context: DetectorContext, *, quantity: str, alpha: float = 0.01, k: float = 0.5, warmup: int = 30
     ) -> None:
-        check_fraction("alpha", alpha)
+        check_below_one("alpha", alpha)
         check_at_least("k", k, 0.0)
         check_at_least("warmup", warmup, 2)
         self.alpha, self.k, self.warmup = alpha, float(k), int(warmup)

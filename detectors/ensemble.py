@@ -55,17 +55,11 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
-from detectors.series import SeriesDetector
 from detectors.novelty import MAX_KEYS, day_phase, mark_seen, n_words, phase_key, quantize, roll
+from detectors.params import check_at_least, check_below_one
+from detectors.series import SeriesDetector
 from detectors.state import Field
-from detectors.stats import (
-    ABS_FLOOR,
-    REL_FLOOR,
-    TAIL_NINES,
-    check_at_least,
-    check_fraction,
-    gaussian_nines,
-)
+from detectors.stats import ABS_FLOOR, REL_FLOOR, TAIL_NINES, gaussian_nines
 
 #: one 1-D float64 array per statistic: gathers/scatters of 1-D arrays are the cheap ones
 #: (one (n_sensors, 18) array gathered by rows leaves strided columns, slower to compute on).
@@ -114,8 +108,8 @@ class Ensemble(SeriesDetector):
     ) -> None:
         for name, value in (("alpha", alpha), ("short_alpha", short_alpha), ("slow_alpha", slow_alpha),
                             ("likelihood_alpha", likelihood_alpha)):
-            check_fraction(name, value)
-        check_fraction("peak_decay", peak_decay, open_low=False)
+            check_below_one(name, value)
+        check_below_one("peak_decay", peak_decay, allow_zero=True)
         check_at_least("warmup", warmup, 1)
         check_at_least("bins", bins, 2)
         check_at_least("pattern", pattern, 1)

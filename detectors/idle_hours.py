@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
-from detectors.readings import check_fraction, check_int_at_least, floats, ints
+from detectors.params import check_fraction, check_int_at_least, floats, ints
 from detectors.rounds import rounds
 from detectors.series import Series, SeriesDetector
 from detectors.state import Field

@@ -56,7 +56,7 @@ A sensor whose clock runs *behind* still looks silent, by its lag.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -64,9 +64,10 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
-from detectors.readings import Readings, check_at_least, check_int_at_least, ints
+from detectors.params import check_at_least, check_int_at_least, ints
+from detectors.readings import Readings
 from detectors.rounds import Segments, group_by_sensor, newest_before, segment_searchsorted, segments_of
-from detectors.state import NEVER_MS, Field, SensorState
+from detectors.state import NEVER_MS, Field, SensorState, StateBacked
 
 MEASURE: Final = "silent_periods"
 UNSET_MS: Final = np.iinfo(np.int64).max  # first_ms of a sensor never heard
@@ -166,7 +167,7 @@ class _Track:
         ints(det.state["n_fresh"])[self.sensor] = self.count[tail]
 
 
-class NoSignal:
+class NoSignal(StateBacked):
     """Periods of silence per sensor at event-time ticks; 0 on every reading."""
 
     anomaly: ClassVar[str] = "gap"
@@ -345,15 +346,6 @@ class NoSignal:
         out = np.full(who.shape[0], len(batch), np.int64)
         out[found] = readings.row[order[idx[found]]]
         return out
-
-    def resize(self, n_sensors: int) -> None:
-        self.state.resize(n_sensors)
-
-    def snapshot(self, sensors: IntArray | None = None) -> dict[str, npt.NDArray[np.generic]]:
-        return self.state.snapshot(sensors)
-
-    def restore(self, arrays: Mapping[str, npt.NDArray[np.generic]], sensors: IntArray | None = None) -> None:
-        self.state.restore(arrays, sensors)
 
     @classmethod
     def test_params(cls) -> Iterator[dict[str, Any]]:

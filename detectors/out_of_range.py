@@ -21,7 +21,8 @@ from typing import Any, ClassVar, Final
 import numpy as np
 
 from detectors.base import FLAG_NORMAL, DetectorContext, FloatArray, Int32Array, ReadingBatch, Scores, Stateless
-from detectors.readings import Readings, check_quantity, reading_runs
+from detectors.params import check_quantity
+from detectors.readings import Readings, reading_runs
 
 MEASURE: Final = "out_of_range"
 

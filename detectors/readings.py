@@ -1,6 +1,5 @@
-"""Helpers shared by the data-quality and domain detectors: reading-level views of
-a long-format batch, typed views of state arrays, and parameter checks.
-"""
+"""Reading-level views of a long-format batch, for detectors that look at whole
+readings rather than one quantity's rows."""
 
 from __future__ import annotations
 
@@ -62,47 +61,3 @@ def reading_runs(batch: ReadingBatch) -> IntArray | None:
     seen = np.zeros(n, np.bool_)
     seen[first] = True
     return starts if bool(seen.all()) else None
-
-
-def floats(array: npt.NDArray[np.generic]) -> FloatArray:
-    """A state array, typed as float64 (it is one: see the Field)."""
-    out: FloatArray = array.view(np.float64)
-    return out
-
-
-def ints(array: npt.NDArray[np.generic]) -> IntArray:
-    """A state array, typed as int64 (it is one: see the Field)."""
-    out: IntArray = array.view(np.int64)
-    return out
-
-
-def check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        msg = f"{name}: must be a finite number > 0, got {value!r}"
-        raise ValueError(msg)
-
-
-def check_at_least(name: str, value: float, low: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < low:
-        msg = f"{name}: must be a finite number >= {low:g}, got {value!r}"
-        raise ValueError(msg)
-
-
-def check_fraction(name: str, value: float) -> None:
-    """0 < value <= 1."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        msg = f"{name}: must be in (0, 1], got {value!r}"
-        raise ValueError(msg)
-
-
-def check_int_at_least(name: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        msg = f"{name}: must be an int >= {low}, got {value!r}"
-        raise ValueError(msg)
-
-
-def check_quantity(quantity: str, quantities: tuple[str, ...]) -> int:
-    if quantity not in quantities:
-        msg = f"quantity: {quantity!r} is not in this kind's catalog; valid: {list(quantities)}"
-        raise ValueError(msg)
-    return quantities.index(quantity)

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
-from detectors.readings import check_int_at_least, check_positive, floats, ints
+from detectors.params import check_int_at_least, check_positive, floats, ints
 from detectors.rounds import Segments, segment_searchsorted
 from detectors.series import Series, SeriesDetector
 from detectors.state import NEVER_MS, Field

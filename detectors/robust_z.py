@@ -22,9 +22,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.params import floats, ints
 from detectors.series import Series, SeriesDetector
 from detectors.state import Field
-from detectors.stats import floats, ints, scale
+from detectors.stats import scale
 
 MAD_TO_STD = 1.4826
 MAX_WINDOW = 10_000

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
+from detectors.params import check_at_least, check_below_one, floats, ints
 from detectors.series import SeriesDetector
 from detectors.state import Field
-from detectors.stats import check_at_least, check_fraction, ewma_fold, floats, ints, scale
+from detectors.stats import ewma_fold, scale
 
 MS_PER_HOUR = 3_600_000
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
@@ -42,7 +43,7 @@ class SeasonalBaseline(SeriesDetector):
     def __init__(
         self, context: DetectorContext, *, quantity: str, alpha: float = 0.1, warmup: int = 10, weekly: bool = True
     ) -> None:
-        check_fraction("alpha", alpha)
+        check_below_one("alpha", alpha)
         check_at_least("warmup", warmup, 2)
         if not isinstance(weekly, bool):
             msg = f"weekly: {weekly!r} is not a boolean; valid: true, false"

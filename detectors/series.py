@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from detectors.base import FLAG_NORMAL, DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
 from detectors.rounds import Segments, distinct, group_by_sensor, newest_before, rounds
-from detectors.state import NEVER_MS, Field, SensorState
+from detectors.state import NEVER_MS, Field, SensorState, StateBacked
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class Series:
     segments: Segments  # segment k = the rows of sensor ``sensor[segments.head[k]]``
 
 
-class SeriesDetector(ABC):
+class SeriesDetector(StateBacked, ABC):
     """One quantity per sensor, in arrival order; subclasses implement ``step``."""
 
     #: name of the score in alarms, e.g. "ewma_z"; subclasses set it
@@ -149,12 +149,3 @@ class SeriesDetector(ABC):
         back = np.empty_like(out)
         back[by_rank] = out
         return back
-
-    def resize(self, n_sensors: int) -> None:
-        self.state.resize(n_sensors)
-
-    def snapshot(self, sensors: IntArray | None = None) -> dict[str, npt.NDArray[np.generic]]:
-        return self.state.snapshot(sensors)
-
-    def restore(self, arrays: Mapping[str, npt.NDArray[np.generic]], sensors: IntArray | None = None) -> None:
-        self.state.restore(arrays, sensors)

@@ -90,3 +90,18 @@ class SensorState:
             self.resize(int(sensors.max()) + 1)
         for name, a in arrays.items():
             self.arrays[name][sensors] = a
+
+
+class StateBacked:
+    """Detector protocol methods for a detector whose state is one ``SensorState``."""
+
+    state: SensorState
+
+    def resize(self, n_sensors: int) -> None:
+        self.state.resize(n_sensors)
+
+    def snapshot(self, sensors: IntArray | None = None) -> dict[str, npt.NDArray[Any]]:
+        return self.state.snapshot(sensors)
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[Any]], sensors: IntArray | None = None) -> None:
+        self.state.restore(arrays, sensors)

@@ -1,5 +1,5 @@
-"""Small shared pieces of the statistical detectors: typed state access,
-parameter checks, EWMA updates and the Gaussian tail calibration.
+"""Small shared pieces of the statistical detectors: scale floors, EWMA updates
+and the Gaussian tail calibration (parameter checks live in detectors/params.py).
 
 Everything here is elementwise numpy on arrays of distinct sensors' readings;
 no function loops over rows.
@@ -21,32 +21,6 @@ ABS_FLOOR = 1e-12
 #: a calibrated score of 0.5 is this many "nines" (tail probability 1e-12)
 TAIL_NINES = 12.0
 _LN10 = math.log(10.0)
-
-
-def floats(array: npt.NDArray[np.generic]) -> FloatArray:
-    """A state array as the float64 array it is (SensorState is untyped)."""
-    assert array.dtype == np.float64
-    return array  # type: ignore[return-value]
-
-
-def ints(array: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
-    assert array.dtype == np.int64
-    return array  # type: ignore[return-value]
-
-
-def check_fraction(name: str, value: float, *, open_low: bool = True) -> None:
-    """ValueError naming ``name`` unless 0 < value < 1 (or 0 <= value < 1)."""
-    ok = (0.0 < value < 1.0) if open_low else (0.0 <= value < 1.0)
-    if not ok:
-        low = "0 <" if open_low else "0 <="
-        msg = f"{name}: {value!r} is out of range; valid: {low} {name} < 1"
-        raise ValueError(msg)
-
-
-def check_at_least(name: str, value: float, low: float) -> None:
-    if not value >= low:
-        msg = f"{name}: {value!r} is out of range; valid: {name} >= {low}"
-        raise ValueError(msg)
 
 
 def scale(var: FloatArray, level: FloatArray) -> FloatArray:

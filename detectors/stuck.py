@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
-from detectors.readings import check_at_least, check_int_at_least, floats, ints
+from detectors.params import check_at_least, check_int_at_least, floats, ints
 from detectors.series import Series, SeriesDetector
 from detectors.state import Field
 

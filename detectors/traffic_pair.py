@@ -24,23 +24,23 @@ station's newest of that quantity is late: it scores 0 and is not used.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from detectors.base import FLAG_NORMAL, DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
-from detectors.readings import check_at_least, check_fraction, check_positive, check_quantity, floats, ints
+from detectors.params import check_at_least, check_fraction, check_positive, check_quantity, floats, ints
 from detectors.roads import NONE, downstream_stations
 from detectors.rounds import group_by_sensor
-from detectors.state import NEVER_MS, Field, SensorState
+from detectors.state import NEVER_MS, Field, SensorState, StateBacked
 
 MEASURE: Final = "incident_intervals"
 BoolArray = npt.NDArray[np.bool_]
 
 
-class TrafficPair:
+class TrafficPair(StateBacked):
     """Persistence of the occupancy-difference and speed-drop tests against the downstream station."""
 
     anomaly: ClassVar[str] = "none"
@@ -173,15 +173,6 @@ class TrafficPair:
         floats(self.state["occ"])[station[occ]] = value[final[occ]]
         ints(self.state["speed_ms"])[station[~occ]] = t[final[~occ]]
         floats(self.state["speed"])[station[~occ]] = value[final[~occ]]
-
-    def resize(self, n_sensors: int) -> None:
-        self.state.resize(n_sensors)
-
-    def snapshot(self, sensors: IntArray | None = None) -> dict[str, npt.NDArray[np.generic]]:
-        return self.state.snapshot(sensors)
-
-    def restore(self, arrays: Mapping[str, npt.NDArray[np.generic]], sensors: IntArray | None = None) -> None:
-        self.state.restore(arrays, sensors)
 
     @classmethod
     def test_params(cls) -> Iterator[dict[str, Any]]:

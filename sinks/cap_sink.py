@@ -230,7 +230,4 @@ class CapSink:
 
     async def close(self) -> None:
         if self.deliverer is not None:
-            await self.deliverer.stop()
-            transport = self.deliverer.transport
-            if isinstance(transport, AiohttpTransport):
-                await transport.close()
+            await self.deliverer.close()

@@ -341,6 +341,12 @@ class Deliverer:
             self._task = None
         await self.drain()
 
+    async def close(self) -> None:
+        """``stop``, then release the transport's connections if it holds any."""
+        await self.stop()
+        if isinstance(self.transport, AiohttpTransport):
+            await self.transport.close()
+
     async def drain(self) -> None:
         while self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)

@@ -180,7 +180,4 @@ class WebhookSink:
 
     async def close(self) -> None:
         if self.deliverer is not None:
-            await self.deliverer.stop()
-            transport = self.deliverer.transport
-            if isinstance(transport, AiohttpTransport):
-                await transport.close()
+            await self.deliverer.close()
