@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Severity(enum.Enum):
@@ -124,12 +124,13 @@ class RouteSpec(_Model):
     n_of_m: tuple[PositiveInt, PositiveInt] | None = None
     hold_s: Annotated[float, Field(ge=0)] = 0.0
 
-    @model_validator(mode="after")
-    def _n_of_m(self) -> RouteSpec:
-        if self.n_of_m is not None and not self.n_of_m[0] <= self.n_of_m[1] <= 64:
-            msg = f"n_of_m: {list(self.n_of_m)} must be [n, m] with n <= m <= 64"
+    @field_validator("n_of_m")
+    @classmethod
+    def _n_of_m(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not value[0] <= value[1] <= 64:
+            msg = f"{list(value)} must be [n, m] with n <= m <= 64"
             raise ValueError(msg)
-        return self
+        return value
 
 
 class TopologySpec(_Model):
