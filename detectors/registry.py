@@ -47,6 +47,13 @@ DETECTORS: Final[dict[str, type[Detector]]] = {
     "ensemble": Ensemble,
 }
 
+# Detectors that judge the instrument, not the world: their alarms are "fault"
+# alarms, which by default inhibit the same sensor's value alarms (a frozen or
+# silent gas detector's readings say nothing about the gas).
+DATA_QUALITY_KINDS: Final[frozenset[str]] = frozenset(
+    {"hj212_flag", "stuck", "no_signal", "out_of_range", "counter_decrease"}
+)
+
 
 def build_detector(kind: str, context: DetectorContext, params: Mapping[str, Any]) -> Detector:
     """Instantiate ``DETECTORS[kind]`` with ``params``; ValueError names what is wrong."""

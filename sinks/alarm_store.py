@@ -388,6 +388,10 @@ class AlarmStore:
         """The key's newest occurrence (active, or cleared while still kept)."""
         return (await self._fetch("key", [alarm_key]))[0]
 
+    async def get_many(self, alarm_keys: Sequence[str]) -> builtins.list[Alarm | None]:
+        """:meth:`get` of each key, in one round trip."""
+        return await self._fetch("key", alarm_keys) if alarm_keys else []
+
     async def get_by_id(self, alarm_id: str) -> Alarm | None:
         return (await self._fetch("id", [alarm_id]))[0]
 

@@ -228,6 +228,12 @@ class CapSink:
             pipe.hdel(self.origin_key, *gone)
         await pipe.execute()
 
+    async def write_repeat(self, due: Sequence[tuple[Alert, int]]) -> None:
+        """CAP has no "reminder" message (a repeated Alert would be a new alarm):
+        repeats go to webhook receivers only; topology.yaml refuses ``repeat`` here."""
+        if due:
+            log.warning("cap %s: %d repeat(s) ignored: CAP receivers take no repeats", self.outbox.sink, len(due))
+
     async def close(self) -> None:
         if self.deliverer is not None:
             await self.deliverer.close()

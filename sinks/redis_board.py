@@ -2,6 +2,13 @@
 
 It is also the worker's alarm state: on start the worker re-arms its levels
 from it, so a restart neither repeats nor forgets an alarm.
+
+Keys (``B = cityops:<ns>:alarms``):
+
+- ``B:active``          hash  alarm_key -> the alarm's latest alert (JSON)
+- ``B:site:<site_id>``  hash  the same, for one site: what inhibition
+  (sinks/notifier.py) reads, one small hash per site instead of the whole board
+- ``B:history``         list  the newest alerts, newest first
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ class RedisAlarmBoard:
         self._redis = client
         self.active_key = f"cityops:{namespace}:alarms:active"
         self.history_key = f"cityops:{namespace}:alarms:history"
+        self._site_prefix = f"cityops:{namespace}:alarms:site:"
+
+    def site_key(self, site_id: str) -> str:
+        return self._site_prefix + site_id
 
     @classmethod
     def from_url(cls, url: str, namespace: str) -> RedisAlarmBoard:
@@ -39,8 +50,11 @@ class RedisAlarmBoard:
         for alert in alerts:
             if alert.status == "resolved":
                 pipe.hdel(self.active_key, alert.alarm_key)
+                pipe.hdel(self.site_key(alert.site_id), alert.alarm_key)
             else:
-                pipe.hset(self.active_key, alert.alarm_key, alert.to_json())
+                data = alert.to_json()
+                pipe.hset(self.active_key, alert.alarm_key, data)
+                pipe.hset(self.site_key(alert.site_id), alert.alarm_key, data)
         if alerts:
             pipe.lpush(self.history_key, *[a.to_json() for a in alerts])
             pipe.ltrim(self.history_key, 0, HISTORY_LENGTH - 1)
@@ -55,6 +69,23 @@ class RedisAlarmBoard:
     async def active(self) -> list[Alert]:
         raw = await self._redis.hvals(self.active_key)
         return [Alert.from_json(item) for item in raw]
+
+    async def live_at_sites(self, site_ids: Sequence[str]) -> dict[str, list[Alert]]:
+        """The live alarms of each site, in one round trip."""
+        if not site_ids:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for site_id in site_ids:
+            pipe.hvals(self.site_key(site_id))
+        rows = await pipe.execute()
+        return {site_id: [Alert.from_json(item) for item in raw] for site_id, raw in zip(site_ids, rows, strict=True)}
+
+    async def live(self, alarm_keys: Sequence[str]) -> dict[str, Alert]:
+        """The live alert of each of ``alarm_keys`` that is live."""
+        if not alarm_keys:
+            return {}
+        raw = await self._redis.hmget(self.active_key, list(alarm_keys))
+        return {key: Alert.from_json(item) for key, item in zip(alarm_keys, raw, strict=True) if item is not None}
 
     async def ping(self) -> bool:
         """True when Redis answers; False (not an exception) when it is down."""

@@ -22,6 +22,9 @@ Keys (``S = cityops:<ns>:silences``):
 
 - ``S:silence:<id>``  string  the :class:`Silence` as JSON
 - ``S:ends``          zset    id -> ends_at_ms, every kept silence
+- ``S:version``       string  INCR'd by every create and expire (in the same
+  MULTI), so a reader can cache the list and re-read it only when it changed
+  (:class:`SilenceCache`)
 - ``cityops:<ns>:audit`` list the alarm store's audit trail; every create and
   expire appends one entry in the same MULTI as its write, shaped like the
   alarm store's ``{at_ms, who, what, alarm_key, alarm_id, state_before,
@@ -187,6 +190,7 @@ class SilenceStore:
         self._redis = client
         self.prefix = f"cityops:{namespace}:silences"
         self.audit_key = f"cityops:{namespace}:audit"
+        self.version_key = f"{self.prefix}:version"
         self.retention_ms = retention_ms
         self.clock_ms = clock_ms or wall_clock_ms
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
@@ -208,6 +212,7 @@ class SilenceStore:
             pipe.set(self._key(silence.id), msgspec.json.encode(silence), nx=True)
             pipe.zadd(f"{self.prefix}:ends", {silence.id: ends_at_ms})
             pipe.rpush(self.audit_key, entry)
+            pipe.incr(self.version_key)
             created, *_ = await pipe.execute()
         if not created:  # only with a colliding injected id; the audit entry went in, so say so loudly
             msg = f"silence {silence.id}: id already in use"
@@ -238,6 +243,7 @@ class SilenceStore:
                     pipe.set(key, msgspec.json.encode(new))
                     pipe.zadd(f"{self.prefix}:ends", {silence_id: at_ms})
                     pipe.rpush(self.audit_key, _entry(new, at_ms, who, "silence_expire", before, "expired", ""))
+                    pipe.incr(self.version_key)
                     await pipe.execute()
                     return new
                 except WatchError:
@@ -261,6 +267,9 @@ class SilenceStore:
         if active_at_ms is not None:
             found = [s for s in found if s.is_active(active_at_ms)]
         return sorted(found, key=lambda s: (s.created_at_ms, s.id), reverse=True)
+
+    async def version(self) -> int:
+        return int(await self._redis.get(self.version_key) or 0)
 
     async def _prune(self) -> None:
         cutoff = int(self.clock_ms()) - self.retention_ms
@@ -295,3 +304,21 @@ def _entry(silence: Silence, at_ms: int, who: str, what: str, before: str, after
 
 _SILENCE = msgspec.json.Decoder(Silence)
 _AUDIT = msgspec.json.Decoder(AuditRecord)
+
+
+class SilenceCache:
+    """The silences not yet expired, re-read only when ``S:version`` moved: one
+    GET per call on the hot path (the notifier asks once per batch)."""
+
+    def __init__(self, store: SilenceStore) -> None:
+        self.store = store
+        self._version = -1
+        self._silences: builtins.list[Silence] = []
+
+    async def current(self, at_ms: int) -> builtins.list[Silence]:
+        """The silences active at ``at_ms`` (pending ones start matching on time, no re-read needed)."""
+        version = await self.store.version()
+        if version != self._version:
+            self._silences = await self.store.list(active_at_ms=None)
+            self._version = version
+        return [s for s in self._silences if s.is_active(at_ms)]

@@ -125,14 +125,18 @@ def group_by_site(alerts: Sequence[Alert]) -> dict[str, list[Alert]]:
     return groups
 
 
-def notification_id(sink: str, alerts: Sequence[Alert]) -> str:
-    """Deterministic: the same alerts for the same sink give the same id."""
-    text = "\n".join([sink, *sorted(alert.alert_id for alert in alerts)])
+def notification_id(sink: str, alerts: Sequence[Alert], *, extra: Sequence[str] = ()) -> str:
+    """Deterministic: the same alerts (and ``extra`` keys) for the same sink give the same id."""
+    text = "\n".join([sink, *sorted(alert.alert_id for alert in alerts), *sorted(extra)])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def alert_key(alert_id: str) -> str:
     return f"alert:{alert_id}"
+
+
+def repeat_key(alarm_key: str, due_ms: int) -> str:
+    return f"repeat:{alarm_key}:{due_ms}"
 
 
 class WebhookSink:
@@ -176,6 +180,25 @@ class WebhookSink:
         known = await self.outbox.seen([alert_key(a.alert_id) for a in wanted])
         fresh = [a for a in wanted if alert_key(a.alert_id) not in known]
         if fresh and await self.outbox.enqueue(self.items(fresh)) and self.deliverer is not None:
+            self.deliverer.wake()
+
+    async def write_repeat(self, due: Sequence[tuple[Alert, int]]) -> None:
+        """Enqueue a repeat of each live alert, ``due`` pairing it with the repeat's
+        due time: the same (alert, due time) is enqueued once, however many
+        workers or retries ask (sinks/notifier.py "Repeat")."""
+        groups: dict[str, list[tuple[Alert, int]]] = {}
+        for alert, at_ms in due:
+            groups.setdefault(alert.site_id, []).append((alert, at_ms))
+        items = []
+        for site_id, group in groups.items():
+            alerts = [alert for alert, _ in group]
+            message = notification(site_id, alerts, receiver=self.receiver, external_url=self.external_url)
+            for item in message["alerts"]:
+                item["annotations"]["notification"] = "repeat"
+            body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+            keys = tuple(repeat_key(alert.alarm_key, at_ms) for alert, at_ms in group)
+            items.append(OutboxItem(notification_id(self.outbox.sink, [], extra=keys), body, keys))
+        if items and await self.outbox.enqueue(items) and self.deliverer is not None:
             self.deliverer.wake()
 
     async def close(self) -> None:

@@ -27,6 +27,8 @@ class Metrics:
     budget_overruns: Counter
     sink_retries: Counter
     active_alarms: Gauge
+    notifications: Counter
+    outbox_events: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -60,4 +62,12 @@ class Metrics:
             budget_overruns=counter("cityops_budget_overruns", "Batches whose processing exceeded the kind's budget", ("kind",)),
             sink_retries=counter("cityops_sink_retries", "Failed deliveries that were retried (outage in progress)", ("kind", "sink")),
             active_alarms=Gauge("cityops_active_alarms", "Live alarms per kind", ("kind",), registry=registry),
+            notifications=counter(
+                "cityops_notifications",
+                "Alarm events per receiver and outcome: sent, repeated; muted_silence/muted_inhibit (receiver=all)",
+                ("receiver", "outcome"),
+            ),
+            outbox_events=counter(
+                "cityops_outbox_events", "HTTP deliveries per receiver: delivered, retried, dead, redis_errors", ("receiver", "event"),
+            ),
         )

@@ -1,11 +1,14 @@
 """What a worker holds while it runs: per-kind pipelines, sinks and metrics.
 
 Order per micro-batch is what makes a crash safe: alerts and dead letters are
-acknowledged by Kafka, then the alarm board (state) is updated in Redis, then
-the alarm store (sinks/alarm_store.py: lifecycle, operator states) applies the
-batch's alerts (idempotently, so re-applying a re-delivered batch is harmless), and
-only then does the agent let Faust acknowledge (and later commit) the input
-offsets. A crash anywhere re-delivers the batch; re-processing it emits the
+acknowledged by Kafka, the alerts are in the JSONL archive, then the alarm
+board (state) is updated in Redis, then the alarm store (sinks/alarm_store.py:
+lifecycle, operator states) applies the batch's alerts (idempotently, so
+re-applying a re-delivered batch is harmless), then the notifier
+(sinks/notifier.py) puts what the receivers should get into their outboxes,
+and only then does the agent let Faust acknowledge (and later commit) the input
+offsets. HTTP delivery runs in the background: a slow or down receiver never
+holds a batch. A crash anywhere re-delivers the batch; re-processing it emits the
 same alert ids (deterministic), so consumers de-duplicate, and nothing is lost.
 """
 
@@ -24,10 +27,13 @@ from redis.exceptions import RedisError
 from sinks.alarm_store import AlarmStore
 from sinks.base import Alert, AlertSink
 from sinks.kafka import KafkaAlertSink, KafkaWriter
+from sinks.notifier import NotifyCounters
+from sinks.outbox import Counters
 from sinks.redis_board import RedisAlarmBoard
 from streams.checkpoint import KindCheckpoint
 from streams.decode import RawMessage
 from streams.metrics import Metrics
+from streams.notifications import build_archive, build_notifier
 from streams.pipeline import BatchResult, KindPipeline, wall_clock_ms
 from streams.settings import Settings
 from streams.topology import Topology
@@ -54,10 +60,20 @@ class Runtime:
         # one Redis client (connection pool) for the board, the alarm store and the operator API
         self.redis = aioredis.Redis.from_url(settings.redis_url)
         self.board = RedisAlarmBoard(self.redis, settings.namespace)
-        self.sinks: list[AlertSink] = [KafkaAlertSink(self.writer, topology.spec.topics.alerts), self.board]
+        self.archive = build_archive(topology, settings.data_dir)
+        self.sinks: list[AlertSink] = [KafkaAlertSink(self.writer, topology.spec.topics.alerts)]
+        if self.archive is not None:
+            self.sinks.append(self.archive)
         # the alarm lifecycle (operator states, audit), after the board: idempotent, so a crash
         # between the two re-delivers the batch and re-applying it changes nothing twice
         self.alarms = AlarmStore(self.redis, settings.namespace)
+        # routing, silences, inhibition, repeats -> the HTTP receivers' outboxes (last: it reads
+        # the board and the store as this batch left them)
+        self.notifier = build_notifier(
+            topology, self.redis, settings.namespace, self.board, self.alarms,
+            counters=NotifyCounters(hook=lambda outcome, receiver: metrics.notifications.labels(receiver, outcome).inc()),
+            outbox_counters=Counters(hook=lambda event, sink: metrics.outbox_events.labels(sink, event).inc()),
+        )
         self._started = asyncio.Event()
         self._lock = asyncio.Lock()
         # a kind's batch and a reload of its alarm levels must not interleave:
@@ -75,6 +91,7 @@ class Runtime:
                 return
             await self.writer.start()
             await self._restore()
+            self.notifier.start()
             self._started.set()
 
     async def reload(self) -> None:
@@ -120,11 +137,13 @@ class Runtime:
         state = {checkpoint.key: checkpoint.encode(result.touched)}
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("deadletter", lambda: self.writer.send_all(self.topology.spec.topics.deadletter, dead)),
-            *[(type(sink).__name__, _bind(sink, result.alerts)) for sink in self.sinks if sink is not self.board],
+            *[(type(sink).__name__, _bind(sink, result.alerts)) for sink in self.sinks],
             # the board and the detector state in one transaction, then the alarm store: then Faust may ack
             ("RedisAlarmBoard", lambda: self.board.write_batch(result.alerts, state)),
             # idempotent (duplicate alert ids and stale events change nothing): safe to repeat
             ("AlarmStore", lambda: self._apply_alarms(result.alerts)),
+            # into the receivers' outboxes (idempotent per alert id); delivery happens in the background
+            ("Notifier", lambda: self.notifier.notify(result.alerts)),
         ]
         for name, step in steps:
             delay_s = RETRY_FIRST_S
@@ -163,5 +182,8 @@ class Runtime:
             m.budget_overruns.labels(kind).inc()
 
     async def close(self) -> None:
+        await self.notifier.close()
+        if self.archive is not None:
+            await self.archive.close()
         await self.writer.close()
         await self.redis.aclose()  # the board's and the alarm store's (AlarmStore.close) client

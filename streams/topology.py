@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from detectors.base import DetectorContext
 from streams.catalog import Catalog, SensorInfo, load_catalog
 from streams.errors import TopologyError
-from streams.topology_spec import KindSpec, RouteSpec, TopologySpec
+from streams.topology_spec import Category, KindSpec, RouteSpec, TopologySpec
 
 DEFAULT_TOPOLOGY = Path("topology.yaml")
 
@@ -56,6 +56,16 @@ class Topology:
 
     def routes_for(self, detector: str) -> list[RouteSpec]:
         return [r for r in self.spec.routes if r.detector == detector]
+
+    def rule_categories(self) -> dict[str, Category]:
+        """rule -> "fault" (data-quality detector, or set on the route) or "value"."""
+        from detectors.registry import DATA_QUALITY_KINDS
+
+        kinds = {d.name: d.kind for d in self.spec.detectors}
+        return {
+            r.rule: r.category or ("fault" if kinds.get(r.detector) in DATA_QUALITY_KINDS else "value")
+            for r in self.spec.routes
+        }
 
 
 def load_topology(path: str | Path = DEFAULT_TOPOLOGY) -> Topology:
@@ -151,6 +161,7 @@ def _cross_check(spec: TopologySpec) -> Iterator[str]:
     yield from _check_kinds(spec)
     yield from _check_detectors(spec)
     yield from _check_routes(spec)
+    yield from _check_notifications(spec)
 
 
 def _check_kinds(spec: TopologySpec) -> Iterator[str]:
@@ -249,3 +260,26 @@ def _check_catalog(spec: TopologySpec, sensors: Sequence[SensorInfo]) -> Iterato
         for name in sensor.limits:
             if name.partition(".")[0] not in kind.quantities:
                 yield f"{where}: limit {name!r} names no quantity of kind {sensor.kind!r}; valid: {list(kind.quantities)}"
+
+
+def _check_notifications(spec: TopologySpec) -> Iterator[str]:
+    notes = spec.notifications
+    names: set[str] = set()
+    for i, receiver in enumerate(notes.receivers):
+        where = f"notifications.receivers[{i}]"
+        if receiver.name in names:
+            yield f"{where}.name: duplicate receiver name {receiver.name!r}"
+        names.add(receiver.name)
+        for j, dept in enumerate(receiver.departments or []):
+            if dept not in spec.departments:
+                yield f"{where}.departments[{j}]: unknown department {dept!r}; valid: {sorted(spec.departments)}"
+    rules = sorted(r.rule for r in spec.routes)
+    for i, inhibit in enumerate(notes.inhibit):
+        for side in ("source", "target"):
+            match = getattr(inhibit, side)
+            for j, rule in enumerate(match.rule or []):
+                if rule not in rules:
+                    yield f"notifications.inhibit[{i}].{side}.rule[{j}]: unknown rule {rule!r}; valid: {rules}"
+            for j, kind in enumerate(match.kind or []):
+                if kind not in spec.kinds:
+                    yield f"notifications.inhibit[{i}].{side}.kind[{j}]: unknown kind {kind!r}; valid: {sorted(spec.kinds)}"

@@ -123,6 +123,7 @@ class RouteSpec(_Model):
     for_s: Annotated[float, Field(ge=0)] = 0.0
     n_of_m: tuple[PositiveInt, PositiveInt] | None = None
     hold_s: Annotated[float, Field(ge=0)] = 0.0
+    category: Category | None = None  # default: fault for data-quality detectors, else value
 
     @field_validator("n_of_m")
     @classmethod
@@ -131,6 +132,106 @@ class RouteSpec(_Model):
             msg = f"{list(value)} must be [n, m] with n <= m <= 64"
             raise ValueError(msg)
         return value
+
+
+Category = Literal["value", "fault"]
+LABEL_NAMES = ("rule", "kind", "category", "severity", "sensor_id", "site_id", "district")
+Label = Literal["rule", "kind", "category", "severity", "sensor_id", "site_id", "district"]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+class AlarmMatch(_Model):
+    """Which alarms an inhibition side covers: every given label must take one of its values."""
+
+    rule: list[str] | None = None
+    kind: list[str] | None = None
+    category: list[Category] | None = None  # fault: data-quality rules (streams/notify_rules.py)
+    severity: list[Severity] | None = None
+    district: list[str] | None = None
+
+
+class InhibitRuleSpec(_Model):
+    """Alertmanager's inhibit_rules: while a *source* alarm is live, *target*
+    alarms that agree with it on every ``equal`` label are not notified."""
+
+    name: Name
+    source: AlarmMatch
+    target: AlarmMatch
+    equal: list[Label] = Field(default_factory=lambda: list[Label](["sensor_id"]), min_length=1)
+
+    @field_validator("equal")
+    @classmethod
+    def _same_place(cls, value: list[str]) -> list[str]:
+        if "sensor_id" not in value and "site_id" not in value:
+            msg = "must include sensor_id or site_id (inhibition looks up live alarms per site)"
+            raise ValueError(msg)
+        return value
+
+
+class CapSenderSpec(_Model):
+    """Who issues the CAP messages (sinks/cap.py CapConfig)."""
+
+    sender: str
+    sender_name: str
+    org_code: Annotated[str, Field(pattern=r"^\d{14}$")]
+    status: Literal["Actual", "Exercise", "Test", "Draft"] = "Actual"
+    scope: Literal["Public", "Restricted"] = "Public"
+    restriction: str | None = None
+    radius_km: Annotated[float, Field(gt=0)] = 0.5
+    english: bool = True
+
+
+class ReceiverSpec(_Model):
+    """One HTTP receiver. Its URL is ``url``, or the value of the environment
+    variable ``url_env`` (then the receiver is off while that variable is unset)."""
+
+    name: Name
+    type: Literal["webhook", "cap"]
+    url: str | None = None
+    url_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+    departments: list[str] | None = None  # alarms routed to any of these; None: every department
+    min_severity: Severity = Severity.WARNING  # a new alarm below this is not sent
+    send_resolved: bool = True
+    repeat: bool = False  # re-send unacknowledged alarms of notifications.repeat_severities
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    max_attempts: PositiveInt = 8
+    backoff_first_s: Annotated[float, Field(gt=0)] = 1.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
+    cap: CapSenderSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReceiverSpec:
+        if (self.url is None) == (self.url_env is None):
+            msg = "give exactly one of `url: <http(s) URL>` or `url_env: <ENV_VAR>`"
+            raise ValueError(msg)
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            msg = f"url: {self.url!r} must start with http:// or https://"
+            raise ValueError(msg)
+        if self.type == "cap" and self.cap is None:
+            msg = "a cap receiver needs `cap: {sender, sender_name, org_code}`"
+            raise ValueError(msg)
+        if self.type == "cap" and self.repeat:
+            msg = "repeat: CAP receivers get Alert/Update/Cancel only; repeat is for webhook receivers"
+            raise ValueError(msg)
+        return self
+
+
+class ArchiveSpec(_Model):
+    """The JSONL archive of every alarm event (sinks/archive.py)."""
+
+    enabled: bool = True
+    directory: str = "archive"  # relative to the worker's data directory (CITYOPS_DATA_DIR)
+
+
+class NotificationsSpec(_Model):
+    """Routing and noise control for the HTTP receivers (sinks/notifier.py)."""
+
+    external_url: str = "http://localhost:6066"  # links in webhook payloads
+    repeat_interval_s: Annotated[float, Field(gt=0)] = 900.0
+    repeat_severities: list[Severity] = Field(default_factory=lambda: [Severity.CRITICAL])
+    inhibit: list[InhibitRuleSpec] = []
+    receivers: list[ReceiverSpec] = []
+    archive: ArchiveSpec = ArchiveSpec()
 
 
 class TopologySpec(_Model):
@@ -144,3 +245,4 @@ class TopologySpec(_Model):
     kinds: dict[str, KindSpec] = Field(min_length=1)
     detectors: list[DetectorSpec] = []
     routes: list[RouteSpec] = []
+    notifications: NotificationsSpec = NotificationsSpec()

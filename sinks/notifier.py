@@ -1,0 +1,375 @@
+"""Routing and noise control between alarm events and the HTTP receivers.
+
+The ``city.alerts`` topic, the Redis board, the alarm store and the JSONL
+archive get *every* alarm event. People get fewer: this module decides, per
+event and per receiver (a webhook bridge, the emergency platform's CAP
+endpoint), whether to notify, Alertmanager-style (docs/domain-reference.md §1.5).
+
+Per event, in batch order:
+
+1. **Mute.** An event is muted when an active silence (sinks/silences.py)
+   matches its labels, or when an inhibition rule applies: a *live* alarm of
+   the same site (the board's per-site hash, read after this batch was applied)
+   matches the rule's source side, the event matches its target side, they
+   agree on the rule's ``equal`` labels and are not the same alarm. Defaults in
+   topology.yaml: a sensor's fault alarm (frozen, silent, flagged) mutes its
+   value alarms; a critical alarm mutes the minor/warning ones of its site.
+2. **Route.** A receiver takes a *new* alarm (firing, or updated for an alarm
+   it has not heard of) when the event's departments meet its ``departments``
+   and the severity is at least its ``min_severity``. Once it has been told of
+   an alarm (the alarm is *open* at that receiver) it gets every unmuted update
+   whatever the severity, so a de-escalation is never hidden, and the resolution
+   even when muted: a receiver that was told an alarm is firing is always told
+   when it ends. A resolution of an alarm it never heard of is not sent.
+3. **Repeat.** A receiver with ``repeat: true`` is re-sent an alarm of a
+   ``repeat_severities`` severity every ``repeat_interval_s`` while the alarm
+   store has it ``ACTIVE_UNACK`` and it is not muted (a muted round is skipped,
+   not postponed). Acknowledging, clearing or de-escalating stops it.
+
+Grouping is the receivers': a webhook notification carries the events of one
+site in one batch (sinks/webhook.py); CAP is one document per event.
+
+Keys (``N = cityops:<ns>:notify``):
+
+- ``N:open:<receiver>``  hash  alarm_key -> "1" while the receiver knows it firing
+- ``N:repeat``           zset  "<receiver>|<alarm_key>" -> wall-clock ms of the next repeat
+
+Crash safety, as in sinks/cap_sink.py: read the open sets, decide in memory,
+enqueue into the receivers' outboxes (idempotent per alert id), then write the
+open/repeat changes in one MULTI/EXEC. A retry after a crash before the MULTI
+decides again from the same open sets (the outbox drops what it already has);
+after it, the outbox has everything and nothing is sent twice. A repeat's
+outbox id is derived from its due time, so two workers that both see it due
+enqueue it once.
+
+Silences and repeats use the wall clock (they are about people, not readings);
+everything else is event-ordered, so a replay routes like the live run did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sinks.alarm_store import AlarmStore, wall_clock_ms
+from sinks.base import Alert
+from sinks.redis_board import RedisAlarmBoard
+from sinks.silences import Silence, SilenceCache
+from streams.topology_spec import AlarmMatch, InhibitRuleSpec, Severity
+
+log = logging.getLogger(__name__)
+
+Labels = dict[str, str]
+_REPEAT_BATCH = 200
+
+
+class ReceiverSink(Protocol):
+    """What the notifier needs of a receiver's sink (WebhookSink, CapSink)."""
+
+    async def write_batch(self, alerts: Sequence[Alert]) -> None: ...
+
+    async def write_repeat(self, due: Sequence[tuple[Alert, int]]) -> None: ...
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One receiver and what it takes."""
+
+    name: str
+    sink: ReceiverSink
+    departments: frozenset[str] | None = None  # None: every department
+    min_severity: Severity = Severity.WARNING
+    send_resolved: bool = True
+    repeat: bool = False
+
+    def takes_new(self, alert: Alert) -> bool:
+        return (
+            (self.departments is None or not self.departments.isdisjoint(alert.departments))
+            and _rank(alert.severity) >= self.min_severity.rank
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InhibitRule:
+    name: str
+    source: Mapping[str, frozenset[str]]
+    target: Mapping[str, frozenset[str]]
+    equal: tuple[str, ...]
+
+    @classmethod
+    def from_spec(cls, spec: InhibitRuleSpec) -> InhibitRule:
+        return cls(spec.name, _compile(spec.source), _compile(spec.target), tuple(spec.equal))
+
+    def applies(self, source: Labels, target: Labels) -> bool:
+        return (
+            source["alarm_key"] != target["alarm_key"]
+            and _matches(self.target, target)
+            and _matches(self.source, source)
+            and all(source.get(name, "") == target.get(name, "") for name in self.equal)
+        )
+
+
+def _compile(match: AlarmMatch) -> dict[str, frozenset[str]]:
+    out: dict[str, frozenset[str]] = {}
+    for name, values in match.model_dump(exclude_none=True).items():
+        out[name] = frozenset(v.value if isinstance(v, Severity) else str(v) for v in values)
+    return out
+
+
+def _matches(match: Mapping[str, frozenset[str]], labels: Labels) -> bool:
+    return all(labels.get(name, "") in allowed for name, allowed in match.items())
+
+
+def _rank(severity: str) -> int:
+    try:
+        return Severity(severity).rank
+    except ValueError:
+        return 0
+
+
+def alert_labels(alert: Alert, categories: Mapping[str, str]) -> Labels:
+    """The labels silences and inhibition rules match on."""
+    return {
+        "alarm_key": alert.alarm_key, "rule": alert.rule, "kind": alert.kind,
+        "category": categories.get(alert.rule, "value"), "severity": alert.severity,
+        "sensor_id": alert.sensor_id, "site_id": alert.site_id, "district": alert.district,
+    }
+
+
+def mute_reason(
+    labels: Labels, live_at_site: Sequence[Labels], silences: Sequence[Silence], rules: Sequence[InhibitRule],
+) -> str | None:
+    """Why an event with ``labels`` is muted ("silence:<id>" / "inhibit:<rule>"), or None."""
+    for silence in silences:
+        if silence.matches(labels):
+            return f"silence:{silence.id}"
+    for rule in rules:
+        if any(rule.applies(source, labels) for source in live_at_site):
+            return f"inhibit:{rule.name}"
+    return None
+
+
+@dataclass
+class NotifyCounters:
+    """Plain counters; ``hook(outcome, receiver)`` per increment (wire Prometheus there).
+    Outcomes: sent, repeated, muted_silence, muted_inhibit."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    hook: Callable[[str, str], None] | None = field(default=None, repr=False)
+
+    def bump(self, outcome: str, receiver: str, n: int = 1) -> None:
+        if n <= 0:
+            return
+        self.counts[outcome, receiver] = self.counts.get((outcome, receiver), 0) + n
+        if self.hook is not None:
+            for _ in range(n):
+                self.hook(outcome, receiver)
+
+
+@dataclass
+class _Plan:
+    selected: list[Alert] = field(default_factory=list)
+    opened: dict[str, bool] = field(default_factory=dict)  # alarm_key -> open after the batch
+    repeat_add: dict[str, int] = field(default_factory=dict)  # alarm_key -> due ms (only if none)
+    repeat_drop: set[str] = field(default_factory=set)
+
+
+class Notifier:
+    """See the module docstring."""
+
+    def __init__(
+        self, client: aioredis.Redis, namespace: str, board: RedisAlarmBoard, store: AlarmStore,
+        silences: SilenceCache, routes: Sequence[Route], rules: Sequence[InhibitRule],
+        categories: Mapping[str, str], *, repeat_interval_ms: int = 900_000,
+        repeat_severities: Sequence[Severity] = (Severity.CRITICAL,), clock_ms: Callable[[], int] = wall_clock_ms,
+        counters: NotifyCounters | None = None,
+    ) -> None:
+        if repeat_interval_ms <= 0:
+            msg = "repeat_interval_ms must be > 0"
+            raise ValueError(msg)
+        self.redis, self.board, self.store, self.silences = client, board, store, silences
+        self.routes, self.rules, self.categories = list(routes), list(rules), dict(categories)
+        self.repeat_interval_ms = repeat_interval_ms
+        self.repeat_ranks = frozenset(s.rank for s in repeat_severities)
+        self.clock_ms = clock_ms
+        self.counters = counters or NotifyCounters()
+        self.prefix = f"cityops:{namespace}:notify"
+        self.repeat_key = f"{self.prefix}:repeat"
+        self._lock = asyncio.Lock()  # one batch's read-decide-write at a time per worker
+        self._repeat_task: asyncio.Task[None] | None = None
+
+    def open_key(self, receiver: str) -> str:
+        return f"{self.prefix}:open:{receiver}"
+
+    # -- per batch ---------------------------------------------------------------
+
+    async def notify(self, alerts: Sequence[Alert]) -> None:
+        """Route the batch's events to the receivers; returns once they are in the outboxes."""
+        if not alerts or not self.routes:
+            return
+        async with self._lock:
+            now = self.clock_ms()
+            keys = list(dict.fromkeys(alert.alarm_key for alert in alerts))
+            open_sets = await self._open_sets(keys)
+            muted = await self.mute_reasons(alerts, now)
+            plans = {route.name: self._plan(route, alerts, muted, open_sets[route.name], now) for route in self.routes}
+            for route in self.routes:
+                if plans[route.name].selected:
+                    await route.sink.write_batch(plans[route.name].selected)
+            await self._record(plans)
+        for route in self.routes:
+            self.counters.bump("sent", route.name, len(plans[route.name].selected))
+
+    async def mute_reasons(self, alerts: Sequence[Alert], now_ms: int) -> list[str | None]:
+        """Per event: why it is muted now, or None."""
+        silences = await self.silences.current(now_ms)
+        live: dict[str, list[Alert]] = {}
+        if self.rules:
+            live = await self.board.live_at_sites(list(dict.fromkeys(alert.site_id for alert in alerts)))
+        live_labels = {site: [alert_labels(a, self.categories) for a in items] for site, items in live.items()}
+        reasons = [
+            mute_reason(alert_labels(alert, self.categories), live_labels.get(alert.site_id, ()), silences, self.rules)
+            for alert in alerts
+        ]
+        for reason in reasons:
+            if reason is not None:
+                outcome = "muted_silence" if reason.startswith("silence:") else "muted_inhibit"
+                self.counters.bump(outcome, "all")
+        return reasons
+
+    def _plan(
+        self, route: Route, alerts: Sequence[Alert], muted: Sequence[str | None], open_now: set[str], now_ms: int,
+    ) -> _Plan:
+        plan = _Plan()
+        view = set(open_now)
+        for alert, reason in zip(alerts, muted, strict=True):
+            key = alert.alarm_key
+            known = key in view
+            if alert.status == "resolved":
+                if known:
+                    if route.send_resolved:
+                        plan.selected.append(alert)
+                    view.discard(key)
+                    plan.opened[key] = False
+                plan.repeat_drop.add(key)
+                plan.repeat_add.pop(key, None)
+                continue
+            if reason is not None or not (known or route.takes_new(alert)):
+                continue
+            plan.selected.append(alert)
+            if not known:
+                view.add(key)
+                plan.opened[key] = True
+            if route.repeat and _rank(alert.severity) in self.repeat_ranks:
+                plan.repeat_drop.discard(key)
+                plan.repeat_add.setdefault(key, now_ms + self.repeat_interval_ms)
+            elif route.repeat:
+                plan.repeat_add.pop(key, None)
+                plan.repeat_drop.add(key)
+        return plan
+
+    async def _open_sets(self, keys: Sequence[str]) -> dict[str, set[str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for route in self.routes:
+            pipe.hmget(self.open_key(route.name), list(keys))
+        rows = await pipe.execute()
+        return {
+            route.name: {key for key, flag in zip(keys, row, strict=True) if flag is not None}
+            for route, row in zip(self.routes, rows, strict=True)
+        }
+
+    async def _record(self, plans: Mapping[str, _Plan]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        queued = False
+        for name, plan in plans.items():
+            opened = [key for key, is_open in plan.opened.items() if is_open]
+            closed = [key for key, is_open in plan.opened.items() if not is_open]
+            if opened:
+                pipe.hset(self.open_key(name), mapping=dict.fromkeys(opened, "1"))
+            if closed:
+                pipe.hdel(self.open_key(name), *closed)
+            if plan.repeat_drop:
+                pipe.zrem(self.repeat_key, *[f"{name}|{key}" for key in plan.repeat_drop])
+            if plan.repeat_add:
+                pipe.zadd(self.repeat_key, {f"{name}|{key}": due for key, due in plan.repeat_add.items()}, nx=True)
+            queued = queued or bool(opened or closed or plan.repeat_drop or plan.repeat_add)
+        if queued:
+            await pipe.execute()
+
+    # -- repeats -----------------------------------------------------------------
+
+    async def repeat_due(self) -> int:
+        """Send the repeats that are due; returns how many were enqueued."""
+        now = self.clock_ms()
+        raw = await self.redis.zrangebyscore(self.repeat_key, "-inf", now, start=0, num=_REPEAT_BATCH, withscores=True)
+        if not raw:
+            return 0
+        pairs = cast(list[tuple[bytes, float]], raw)
+        by_member = {member.decode(): int(at) for member, at in pairs}
+        keys = list(dict.fromkeys(member.partition("|")[2] for member in by_member))
+        live = await self.board.live(keys)
+        alarms = dict(zip(keys, await self.store.get_many(keys), strict=True))
+        routes = {route.name: route for route in self.routes}
+        stale, send = [], []
+        for member, at in by_member.items():
+            receiver, _, key = member.partition("|")
+            alarm, alert = alarms.get(key), live.get(key)
+            route = routes.get(receiver)
+            if (route is None or alert is None or alarm is None or alarm.state != "ACTIVE_UNACK"
+                    or _rank(alarm.severity) not in self.repeat_ranks):
+                stale.append(member)
+            else:
+                send.append((route, alert, at, member))
+        muted = await self.mute_reasons([alert for _, alert, _, _ in send], now) if send else []
+        sent = 0
+        for route in self.routes:
+            batch = [(alert, at) for (r, alert, at, _), why in zip(send, muted, strict=True)
+                     if r is route and why is None]
+            if batch:
+                await route.sink.write_repeat(batch)
+                self.counters.bump("repeated", route.name, len(batch))
+                sent += len(batch)
+        pipe = self.redis.pipeline(transaction=True)
+        if stale:
+            pipe.zrem(self.repeat_key, *stale)
+        moved = {member: now + self.repeat_interval_ms for _, _, _, member in send}
+        if moved:
+            pipe.zadd(self.repeat_key, moved, xx=True, gt=True)
+        await pipe.execute()
+        return sent
+
+    async def _repeat_loop(self, period_s: float) -> None:
+        while True:
+            try:
+                await self.repeat_due()
+            except (RedisError, OSError) as exc:
+                log.warning("repeat notifications: %r; trying again in %.0f s", exc, period_s)
+            await asyncio.sleep(period_s)
+
+    def start(self) -> None:
+        """Start the receivers' deliverers and the repeat loop."""
+        for route in self.routes:
+            route.sink.start()
+        if self._repeat_task is None and any(route.repeat for route in self.routes):
+            period_s = min(5.0, self.repeat_interval_ms / 4000)
+            self._repeat_task = asyncio.create_task(self._repeat_loop(period_s), name="cityops-repeat")
+
+    async def close(self) -> None:
+        if self._repeat_task is not None:
+            self._repeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repeat_task
+            self._repeat_task = None
+        for route in self.routes:
+            await route.sink.close()
