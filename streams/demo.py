@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sinks.base import Alert
+from streams.demo_receiver import DemoReceiver
 from streams.errors import CityOpsError
 from streams.kafka_clients import start_client
 from streams.settings import Settings
@@ -118,6 +119,12 @@ async def _follow(consumer: AIOKafkaConsumer, console: Console, tally: DemoTally
 async def run_demo(topology: Topology, settings: Settings, duration_s: float, rate: float, workdir: Path) -> DemoTally:
     console = Console(highlight=False)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the receivers: the user's if set, else a local one that files what it gets
+    receiver = DemoReceiver(workdir / "notifications")
+    await receiver.start()
+    env.setdefault("CITYOPS_CAP_URL", receiver.cap_url)
+    env.setdefault("CITYOPS_WEBHOOK_URL", receiver.hook_url)
+    env.setdefault("CITYOPS_OPERATOR_TOKENS", "demo:demo-token")
     consumer = AIOKafkaConsumer(topology.spec.topics.alerts, bootstrap_servers=settings.bootstrap,
                                 group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
     await start_client(consumer, settings.bootstrap)
@@ -133,7 +140,9 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
                     "--truth", str(workdir / "truth.jsonl"), "--topology", str(topology.path)]
         sim = _start(sim_args, workdir / "simulate.log", env)
         console.print(f"[bold]Simulated Dongguan is live[/bold] ({rate:g} readings/s). Metrics: "
-                      f"http://127.0.0.1:{settings.web_port}/metrics  ·  Ctrl-C stops everything.\n")
+                      f"http://127.0.0.1:{settings.web_port}/metrics  ·  Ctrl-C stops everything.")
+        console.print(f"[dim]Notifications (CAP, webhook) are filed under {receiver.directory}; try "
+                      f"CITYOPS_OPERATOR_TOKEN=demo-token cityops alarms ls[/dim]\n")
         console.print(Text(_COLUMNS, style="bold underline"), soft_wrap=True)
         await asyncio.to_thread(sim.wait)
         await _drain(settings.web_port, stop_after_s=10.0)
@@ -148,7 +157,11 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
         processed = readings_processed(settings.web_port)
         _stop(worker)
         await consumer.stop()
+        await receiver.stop()
         _summary(console, tally, processed, _read_truth(workdir / "truth.jsonl"), completed)
+        console.print(f"notifications received: {receiver.webhook_messages} webhook messages "
+                      f"({receiver.webhook_alerts} alarm events), {receiver.cap_documents} CAP documents "
+                      f"(in {receiver.directory})")
     return tally
 
 
