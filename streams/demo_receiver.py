@@ -8,6 +8,7 @@ outside service.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -53,6 +54,8 @@ class DemoReceiver:
         return web.Response(status=200)
 
     async def start(self) -> None:
+        """Listen; what an earlier demo filed is removed first."""
+        shutil.rmtree(self.directory, ignore_errors=True)
         self.directory.mkdir(parents=True, exist_ok=True)
         app = web.Application()
         app.router.add_post("/cap", self._cap)
