@@ -63,6 +63,8 @@ def build_sink(
                               max_attempts=spec.max_attempts, backoff=backoff)
     if counters is not None and sink.deliverer is not None:
         sink.deliverer.counters = counters
+    if counters is not None and isinstance(sink, CapSink):
+        sink.counters.hook = counters.hook  # enqueued, promoted, orphan_resolved, rejected
     return sink
 
 

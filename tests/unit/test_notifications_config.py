@@ -1,0 +1,78 @@
+"""topology.yaml `notifications`: validation with the path named, receiver URLs, and
+what build_notifier makes of the shipped topology."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from sinks.alarm_store import AlarmStore
+from sinks.cap_sink import CapSink
+from sinks.redis_board import RedisAlarmBoard
+from sinks.webhook import WebhookSink
+from streams.errors import ConfigError
+from streams.notifications import build_notifier, receiver_url
+from streams.topology import load_topology
+from streams.topology_spec import ReceiverSpec, Severity
+from tests.unit.test_topology import BASE, REPO, _error
+
+
+def _receivers(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(data["notifications"]["receivers"])
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda r: r[0].pop("cap"), "notifications.receivers[0]: Value error, a cap receiver needs `cap:"),
+    (lambda r: r[1].update(url="http://x/hook"), "give exactly one of `url: <http(s) URL>` or `url_env"),
+    (lambda r: r[1].update(url_env=None, url="ftp://x"), "url: 'ftp://x' must start with http:// or https://"),
+    (lambda r: r[0].update(repeat=True), "repeat is for webhook receivers"),
+    (lambda r: r[0].update(departments=["police"]), "notifications.receivers[0].departments[0]: unknown department 'police'"),
+    (lambda r: r[1].update(name="emergency_cap"), "notifications.receivers[1].name: duplicate receiver name"),
+    (lambda r: r[1].update(type="sms"), "notifications.receivers[1].type"),
+])
+def test_a_bad_receiver_is_reported_at_its_path(tmp_path: Path, change: Any, expected: str) -> None:
+    data = copy.deepcopy(BASE)
+    change(_receivers(data))
+    assert expected in _error(tmp_path, data)
+
+
+def test_an_inhibition_rule_must_compare_a_sensor_or_a_site(tmp_path: Path) -> None:
+    data = copy.deepcopy(BASE)
+    data["notifications"]["inhibit"][0]["equal"] = ["district"]
+    assert "notifications.inhibit[0].equal" in _error(tmp_path, data)
+
+
+def test_an_inhibition_rule_naming_an_unknown_rule_lists_the_rules(tmp_path: Path) -> None:
+    data = copy.deepcopy(BASE)
+    data["notifications"]["inhibit"][0]["source"] = {"rule": ["gas_lel_alarn"]}
+    assert "notifications.inhibit[0].source.rule[0]: unknown rule 'gas_lel_alarn'; valid: [" in _error(tmp_path, data)
+
+
+def test_receiver_urls_come_from_the_environment_or_the_file() -> None:
+    by_env = ReceiverSpec(name="hook", type="webhook", url_env="HOOK_URL")
+    assert receiver_url(by_env, {}) is None
+    assert receiver_url(by_env, {"HOOK_URL": " "}) is None
+    assert receiver_url(by_env, {"HOOK_URL": "https://bridge.example/h"}) == "https://bridge.example/h"
+    with pytest.raises(ConfigError, match="HOOK_URL='bridge:80' \\(receiver hook\\) must be an http"):
+        receiver_url(by_env, {"HOOK_URL": "bridge:80"})
+    assert receiver_url(ReceiverSpec(name="h", type="webhook", url="http://a/b"), {}) == "http://a/b"
+
+
+async def test_the_shipped_topology_builds_its_receivers_and_rules() -> None:
+    topology = load_topology(REPO / "topology.yaml")
+    client = aioredis.Redis()  # not connected: nothing here talks to Redis
+    board, store = RedisAlarmBoard(client, "t"), AlarmStore(client, "t")
+    off = build_notifier(topology, client, "t", board, store, env={})
+    assert off.routes == [] and len(off.rules) == 2
+    on = build_notifier(topology, client, "t", board, store,
+                        env={"CITYOPS_CAP_URL": "http://127.0.0.1:1/cap", "CITYOPS_WEBHOOK_URL": "http://127.0.0.1:1/h"})
+    cap, hook = on.routes
+    assert isinstance(cap.sink, CapSink) and cap.departments == frozenset({"emergency", "fire"})
+    assert cap.min_severity is Severity.MINOR and not cap.repeat
+    assert isinstance(hook.sink, WebhookSink) and hook.departments is None and hook.repeat
+    assert on.categories["no_signal_hazmat"] == "fault" and on.categories["gas_lel_alarm"] == "value"
+    await client.aclose()
