@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -197,9 +197,10 @@ class CapSink:
                 items.append(OutboxItem(identifier, document, (key,)))
         return Plan(items, changes)
 
-    async def write_batch(self, alerts: Sequence[Alert]) -> None:
+    async def write_batch(self, alerts: Sequence[Alert], starts: Mapping[str, int] | None = None) -> None:
         """Enqueue one CAP document per alert not enqueued before, then record the
-        alarms' origins (the module docstring says why in this order)."""
+        alarms' origins (the module docstring says why in this order). ``starts`` (the
+        alarms' start times, for webhooks) is not used: CAP's onset is each reading's time."""
         if not alerts:
             return
         async with self._lock:
@@ -228,7 +229,7 @@ class CapSink:
             pipe.hdel(self.origin_key, *gone)
         await pipe.execute()
 
-    async def write_repeat(self, due: Sequence[tuple[Alert, int]]) -> None:
+    async def write_repeat(self, due: Sequence[tuple[Alert, int]], starts: Mapping[str, int] | None = None) -> None:
         """CAP has no "reminder" message (a repeated Alert would be a new alarm):
         repeats go to webhook receivers only; topology.yaml refuses ``repeat`` here."""
         if due:

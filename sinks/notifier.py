@@ -31,7 +31,10 @@ site in one batch (sinks/webhook.py); CAP is one document per event.
 
 Keys (``N = cityops:<ns>:notify``):
 
-- ``N:open:<receiver>``  hash  alarm_key -> "1" while the receiver knows it firing
+- ``N:open:<receiver>``  hash  alarm_key -> the alarm's start (event ms) while the
+  receiver knows it firing; webhook ``startsAt`` is that start, not the time of the
+  latest change (an alarm first heard of through an update starts at the alarm
+  store's ``first_seen_ms``)
 - ``N:repeat``           zset  "<receiver>|<alarm_key>" -> wall-clock ms of the next repeat
 
 Crash safety, as in sinks/cap_sink.py: read the open sets, decide in memory,
@@ -73,9 +76,9 @@ _REPEAT_BATCH = 200
 class ReceiverSink(Protocol):
     """What the notifier needs of a receiver's sink (WebhookSink, CapSink)."""
 
-    async def write_batch(self, alerts: Sequence[Alert]) -> None: ...
+    async def write_batch(self, alerts: Sequence[Alert], starts: Mapping[str, int] | None = None) -> None: ...
 
-    async def write_repeat(self, due: Sequence[tuple[Alert, int]]) -> None: ...
+    async def write_repeat(self, due: Sequence[tuple[Alert, int]], starts: Mapping[str, int] | None = None) -> None: ...
 
     def start(self) -> None: ...
 
@@ -180,7 +183,8 @@ class NotifyCounters:
 @dataclass
 class _Plan:
     selected: list[Alert] = field(default_factory=list)
-    opened: dict[str, bool] = field(default_factory=dict)  # alarm_key -> open after the batch
+    starts: dict[str, int] = field(default_factory=dict)  # alarm_key -> start of the alarm (event ms)
+    opened: dict[str, int | None] = field(default_factory=dict)  # alarm_key -> start, or None: closed
     repeat_add: dict[str, int] = field(default_factory=dict)  # alarm_key -> due ms (only if none)
     repeat_drop: set[str] = field(default_factory=set)
 
@@ -223,10 +227,13 @@ class Notifier:
             keys = list(dict.fromkeys(alert.alarm_key for alert in alerts))
             open_sets = await self._open_sets(keys)
             muted = await self.mute_reasons(alerts, now)
-            plans = {route.name: self._plan(route, alerts, muted, open_sets[route.name], now) for route in self.routes}
+            first_seen = await self._first_seen(alerts, open_sets)
+            plans = {route.name: self._plan(route, alerts, muted, open_sets[route.name], first_seen, now)
+                     for route in self.routes}
             for route in self.routes:
-                if plans[route.name].selected:
-                    await route.sink.write_batch(plans[route.name].selected)
+                plan = plans[route.name]
+                if plan.selected:
+                    await route.sink.write_batch(plan.selected, plan.starts)
             await self._record(plans)
         for route in self.routes:
             self.counters.bump("sent", route.name, len(plans[route.name].selected))
@@ -248,11 +255,20 @@ class Notifier:
                 self.counters.bump(outcome, "all")
         return reasons
 
+    async def _first_seen(self, alerts: Sequence[Alert], open_sets: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+        """The alarm store's start of the alarms some receiver may first hear of through an update."""
+        keys = list(dict.fromkeys(
+            a.alarm_key for a in alerts
+            if a.status == "updated" and not all(a.alarm_key in opened for opened in open_sets.values())))
+        alarms = await self.store.get_many(keys)
+        return {key: alarm.first_seen_ms for key, alarm in zip(keys, alarms, strict=True) if alarm is not None}
+
     def _plan(
-        self, route: Route, alerts: Sequence[Alert], muted: Sequence[str | None], open_now: set[str], now_ms: int,
+        self, route: Route, alerts: Sequence[Alert], muted: Sequence[str | None], open_now: Mapping[str, int],
+        first_seen: Mapping[str, int], now_ms: int,
     ) -> _Plan:
         plan = _Plan()
-        view = set(open_now)
+        view = dict(open_now)
         for alert, reason in zip(alerts, muted, strict=True):
             key = alert.alarm_key
             known = key in view
@@ -260,8 +276,9 @@ class Notifier:
                 if known:
                     if route.send_resolved:
                         plan.selected.append(alert)
-                    view.discard(key)
-                    plan.opened[key] = False
+                        plan.starts[key] = view[key]
+                    del view[key]
+                    plan.opened[key] = None
                 plan.repeat_drop.add(key)
                 plan.repeat_add.pop(key, None)
                 continue
@@ -269,8 +286,9 @@ class Notifier:
                 continue
             plan.selected.append(alert)
             if not known:
-                view.add(key)
-                plan.opened[key] = True
+                start = alert.event_time_ms if alert.status == "firing" else first_seen.get(key, alert.event_time_ms)
+                view[key] = plan.opened[key] = start
+            plan.starts[key] = view[key]
             if route.repeat and _rank(alert.severity) in self.repeat_ranks:
                 plan.repeat_drop.discard(key)
                 plan.repeat_add.setdefault(key, now_ms + self.repeat_interval_ms)
@@ -279,13 +297,14 @@ class Notifier:
                 plan.repeat_drop.add(key)
         return plan
 
-    async def _open_sets(self, keys: Sequence[str]) -> dict[str, set[str]]:
+    async def _open_sets(self, keys: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per receiver: which of ``keys`` it knows firing, with the alarm's start."""
         pipe = self.redis.pipeline(transaction=False)
         for route in self.routes:
             pipe.hmget(self.open_key(route.name), list(keys))
         rows = await pipe.execute()
         return {
-            route.name: {key for key, flag in zip(keys, row, strict=True) if flag is not None}
+            route.name: {key: int(start) for key, start in zip(keys, row, strict=True) if start is not None}
             for route, row in zip(self.routes, rows, strict=True)
         }
 
@@ -293,10 +312,10 @@ class Notifier:
         pipe = self.redis.pipeline(transaction=True)
         queued = False
         for name, plan in plans.items():
-            opened = [key for key, is_open in plan.opened.items() if is_open]
-            closed = [key for key, is_open in plan.opened.items() if not is_open]
+            opened = {key: start for key, start in plan.opened.items() if start is not None}
+            closed = [key for key, start in plan.opened.items() if start is None]
             if opened:
-                pipe.hset(self.open_key(name), mapping=dict.fromkeys(opened, "1"))
+                pipe.hset(self.open_key(name), mapping=opened)  # type: ignore[arg-type]  # redis-py's invariant Mapping
             if closed:
                 pipe.hdel(self.open_key(name), *closed)
             if plan.repeat_drop:
@@ -337,7 +356,8 @@ class Notifier:
             batch = [(alert, at) for (r, alert, at, _), why in zip(send, muted, strict=True)
                      if r is route and why is None]
             if batch:
-                await route.sink.write_repeat(batch)
+                starts = {a.alarm_key: alarm.first_seen_ms for a, _ in batch if (alarm := alarms.get(a.alarm_key))}
+                await route.sink.write_repeat(batch, starts)
                 self.counters.bump("repeated", route.name, len(batch))
                 sent += len(batch)
         pipe = self.redis.pipeline(transaction=True)

@@ -14,8 +14,9 @@ Mapping choices:
   the alert's fingerprint and receivers can pair firing with resolved.
 - ``status``: firing and updated are ``firing``; ``endsAt`` is the zero time
   ``0001-01-01T00:00:00Z`` while firing (as Alertmanager sends it) and the
-  reading time on resolution. ``Alert`` has no first-fired time, so
-  ``startsAt`` is the reading time of this state change.
+  reading time on resolution. ``startsAt`` is the alarm's start when the
+  caller knows it (the notifier does: sinks/notifier.py), else the reading
+  time of this state change.
 - ``annotations.alert_id`` is the deterministic alert id: receivers can
   de-duplicate per alert; the notification's own id is the
   ``Idempotency-Key`` header (see sinks/outbox.py).
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -79,7 +80,7 @@ def alert_annotations(alert: Alert) -> dict[str, str]:
     }
 
 
-def am_alert(alert: Alert, external_url: str) -> dict[str, Any]:
+def am_alert(alert: Alert, external_url: str, starts_at_ms: int | None = None) -> dict[str, Any]:
     labels = alert_labels(alert)
     resolved = alert.status == "resolved"
     at = rfc3339_ms(alert.event_time_ms)
@@ -87,7 +88,7 @@ def am_alert(alert: Alert, external_url: str) -> dict[str, Any]:
         "status": "resolved" if resolved else "firing",
         "labels": labels,
         "annotations": alert_annotations(alert),
-        "startsAt": at,
+        "startsAt": at if starts_at_ms is None else rfc3339_ms(starts_at_ms),
         "endsAt": at if resolved else ZERO_TIME,
         "generatorURL": f"{external_url.rstrip('/')}/alarms/{quote(alert.alarm_key, safe='')}",
         "fingerprint": label_fingerprint({k: v for k, v in labels.items() if k not in _IDENTITY_EXCLUDED}),
@@ -99,9 +100,13 @@ def _common(maps: Sequence[dict[str, str]]) -> dict[str, str]:
     return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
 
 
-def notification(site_id: str, alerts: Sequence[Alert], *, receiver: str, external_url: str) -> dict[str, Any]:
-    """One Alertmanager webhook message for the alerts of one site."""
-    items = [am_alert(alert, external_url) for alert in alerts]
+def notification(
+    site_id: str, alerts: Sequence[Alert], *, receiver: str, external_url: str, starts: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """One Alertmanager webhook message for the alerts of one site; ``starts``: alarm_key ->
+    the alarm's start (event ms), else ``startsAt`` is the event's own time."""
+    starts = starts or {}
+    items = [am_alert(alert, external_url, starts.get(alert.alarm_key)) for alert in alerts]
     group_labels = {GROUP_BY: site_id}
     return {
         "version": "4",
@@ -164,25 +169,26 @@ class WebhookSink:
         if self.deliverer is not None:
             self.deliverer.start()
 
-    def items(self, alerts: Sequence[Alert]) -> list[OutboxItem]:
+    def items(self, alerts: Sequence[Alert], starts: Mapping[str, int] | None = None) -> list[OutboxItem]:
         out = []
         for site_id, group in group_by_site(alerts).items():
-            message = notification(site_id, group, receiver=self.receiver, external_url=self.external_url)
+            message = notification(site_id, group, receiver=self.receiver, external_url=self.external_url,
+                                   starts=starts)
             body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
             keys = tuple(alert_key(alert.alert_id) for alert in group)
             out.append(OutboxItem(notification_id(self.outbox.sink, group), body, keys))
         return out
 
-    async def write_batch(self, alerts: Sequence[Alert]) -> None:
+    async def write_batch(self, alerts: Sequence[Alert], starts: Mapping[str, int] | None = None) -> None:
         """Enqueue one notification per site for the alerts not enqueued before
         (a batch redelivered after a crash, even with other boundaries, adds nothing)."""
         wanted = [a for a in alerts if self.send_resolved or a.status != "resolved"]
         known = await self.outbox.seen([alert_key(a.alert_id) for a in wanted])
         fresh = [a for a in wanted if alert_key(a.alert_id) not in known]
-        if fresh and await self.outbox.enqueue(self.items(fresh)) and self.deliverer is not None:
+        if fresh and await self.outbox.enqueue(self.items(fresh, starts)) and self.deliverer is not None:
             self.deliverer.wake()
 
-    async def write_repeat(self, due: Sequence[tuple[Alert, int]]) -> None:
+    async def write_repeat(self, due: Sequence[tuple[Alert, int]], starts: Mapping[str, int] | None = None) -> None:
         """Enqueue a repeat of each live alert, ``due`` pairing it with the repeat's
         due time: the same (alert, due time) is enqueued once, however many
         workers or retries ask (sinks/notifier.py "Repeat")."""
@@ -192,7 +198,8 @@ class WebhookSink:
         items = []
         for site_id, group in groups.items():
             alerts = [alert for alert, _ in group]
-            message = notification(site_id, alerts, receiver=self.receiver, external_url=self.external_url)
+            message = notification(site_id, alerts, receiver=self.receiver, external_url=self.external_url,
+                                   starts=starts)
             for item in message["alerts"]:
                 item["annotations"]["notification"] = "repeat"
             body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()

@@ -18,6 +18,7 @@ import re
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -163,6 +164,9 @@ async def test_one_gas_alarm_fires_escalates_and_clears_after_the_hold_and_its_c
     assert [(a["status"], a["labels"]["severity"]) for a in hooked] == [
         ("firing", "major"), ("firing", "critical"), ("resolved", "critical")]
     assert len({a["fingerprint"] for a in hooked}) == 1, "escalation and resolution keep the fingerprint"
+    starts = {datetime.fromisoformat(a["startsAt"]).timestamp() * 1000 for a in hooked}
+    assert starts == {t0}, "every notification of the alarm says when it started"
+    assert datetime.fromisoformat(hooked[2]["endsAt"]).timestamp() * 1000 == t0 + 45_000
     assert [a["annotations"]["alert_id"] for a in hooked] == [e.alert_id for e in events]
 
     schema = xmlschema.XMLSchema(str(shared_dir() / "schemas" / "cap" / "CAP-v1.2.xsd"))

@@ -7,7 +7,7 @@ tests/integration/test_notifications.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 import pytest
@@ -55,16 +55,21 @@ class FakeSink:
     def __init__(self) -> None:
         self.batches: list[list[Alert]] = []
         self.repeats: list[list[tuple[Alert, int]]] = []
+        self.starts: dict[str, list[int]] = {}  # alarm_key -> the start given with each event
 
     @property
     def sent(self) -> list[tuple[str, str]]:
         return [(a.alarm_key, a.status) for batch in self.batches for a in batch]
 
-    async def write_batch(self, alerts: Sequence[Alert]) -> None:
+    async def write_batch(self, alerts: Sequence[Alert], starts: Mapping[str, int] | None = None) -> None:
         self.batches.append(list(alerts))
+        for a in alerts:
+            self.starts.setdefault(a.alarm_key, []).append((starts or {})[a.alarm_key])
 
-    async def write_repeat(self, due: Sequence[tuple[Alert, int]]) -> None:
+    async def write_repeat(self, due: Sequence[tuple[Alert, int]], starts: Mapping[str, int] | None = None) -> None:
         self.repeats.append(list(due))
+        for a, _ in due:
+            self.starts.setdefault(a.alarm_key, []).append((starts or {})[a.alarm_key])
 
     def start(self) -> None:
         pass
@@ -274,3 +279,24 @@ async def test_repeats_are_enqueued_once_however_many_workers_see_them_due(clien
 def test_labels_carry_the_rule_category(status: str) -> None:
     labels = alert_labels(msgspec.structs.replace(alert(rule="stuck_gas_lel"), status=status), CATEGORIES)
     assert labels["category"] == "fault" and labels["sensor_id"] == "DG-GAS-0001"
+
+
+async def test_every_notification_of_an_alarm_carries_the_alarm_start(client: aioredis.Redis) -> None:
+    early, late = route("early"), route("late", min_severity=Severity.CRITICAL)
+    h = Harness(client, [early[0], late[0]], [])
+    await h.batch(alert(severity="major", t=1000))
+    await h.batch(alert("updated", severity="critical", t=2000))
+    await h.batch(alert("resolved", severity="critical", t=3000))
+    key = "DG-GAS-0001:gas_lel_alarm"
+    assert early[1].starts[key] == [T0 + 1000] * 3
+    # heard of it only at the escalation: still the alarm's start, from the alarm store
+    assert late[1].starts[key] == [T0 + 1000] * 2
+
+
+async def test_a_repeat_carries_the_alarm_start(client: aioredis.Redis) -> None:
+    r, sink = route(repeat=True)
+    h = Harness(client, [r], [])
+    await h.batch(alert(severity="critical", sensor="S1", t=500))
+    h.clock.now_ms = T0 + 60_000
+    assert await h.notifier.repeat_due() == 1
+    assert sink.starts["S1:gas_lel_alarm"] == [T0 + 500, T0 + 500]

@@ -174,3 +174,11 @@ async def test_end_to_end_write_batch_then_delivery(client: aioredis.Redis, rece
     assert key == notification_id("safety-bridge", [make_alert(1, site="S1")])
     assert body == build([make_alert(1, site="S1")]) | {"receiver": "safety-bridge"}
     assert await sink.outbox.pending() == 0
+
+
+def test_starts_at_is_the_alarm_start_when_given_else_the_event_time() -> None:
+    a = make_alert(1)
+    given = notification("SITE-A", [a], receiver="r", external_url=EXTERNAL, starts={a.alarm_key: EVENT_MS - 60_000})
+    assert parse_rfc3339(given["alerts"][0]["startsAt"]).timestamp() * 1000 == EVENT_MS - 60_000
+    plain = build([a])
+    assert parse_rfc3339(plain["alerts"][0]["startsAt"]).timestamp() * 1000 == a.event_time_ms
