@@ -14,8 +14,12 @@ for this run (unique suffix), and removed at the end.
    crosses 25 %LEL at a known wall time and time until its ``firing`` alert is
    read back from the alerts topic (then clear it with a low reading, so the
    next sample fires again).
+3. With ``--receivers``: the worker's two receivers (CAP, webhook) point at a
+   local HTTP receiver run by this script, so phase 1 includes the notifier and
+   the outbox deliveries, and phase 2 also times reading -> the firing
+   notification's arrival at the webhook and at the CAP endpoint.
 
-    .venv/bin/python loadtest/bench_e2e.py [--readings 200000] [--latency-samples 60] [--json OUT]
+    .venv/bin/python loadtest/bench_e2e.py [--readings 200000] [--latency-samples 60] [--receivers] [--json OUT]
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -158,6 +164,62 @@ def wait_until(condition: Callable[[], bool], deadline_s: float, what: str, poll
         if time.monotonic() > end:
             raise TimeoutError(f"timed out after {deadline_s:.0f} s waiting for {what}")
         time.sleep(poll_s)
+
+
+class NotificationRecorder:
+    """A local HTTP receiver in its own thread and event loop: the wall time each
+    alert_id first arrived at ``/hook`` (webhook JSON) and ``/cap`` (CAP XML)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.arrivals: dict[tuple[str, str], float] = {}
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        async def hook(request: web.Request) -> web.Response:
+            now, body = time.time(), await request.read()
+            for alert in json.loads(body)["alerts"]:
+                self.arrivals.setdefault(("hook", alert["annotations"]["alert_id"]), now)
+            return web.Response(status=200)
+
+        async def cap(request: web.Request) -> web.Response:
+            now, body = time.time(), await request.read()
+            ident = ET.fromstring(body).findtext("{urn:oasis:names:tc:emergency:cap:1.2}identifier") or ""
+            self.arrivals.setdefault(("cap", ident.rsplit("_", 1)[-1]), now)
+            return web.Response(status=200)
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_post("/hook", hook)
+            app.router.add_post("/cap", cap)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            self._ready.set()
+
+        self._loop.run_until_complete(serve())
+        self._loop.run_forever()
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the notification recorder did not start")
+
+    def env(self) -> dict[str, str]:
+        return {"CITYOPS_WEBHOOK_URL": f"http://127.0.0.1:{self.port}/hook",
+                "CITYOPS_CAP_URL": f"http://127.0.0.1:{self.port}/cap"}
+
+    async def arrival(self, path: str, alert_id: str, deadline_s: float) -> float:
+        end = time.monotonic() + deadline_s
+        while (path, alert_id) not in self.arrivals:
+            if time.monotonic() > end:
+                raise TimeoutError(f"no {path} notification for alert {alert_id} within {deadline_s:.0f} s")
+            await asyncio.sleep(0.002)
+        return self.arrivals[(path, alert_id)]
 
 
 # ------------------------------------------------------------------ load
@@ -288,7 +350,8 @@ class AlertWaiter:
 
 
 async def latency(
-    topology: Topology, bootstrap: str, gas_ids: Sequence[str], n: int, worker: Worker, jitter_s: float, seed: int
+    topology: Topology, bootstrap: str, gas_ids: Sequence[str], n: int, worker: Worker, jitter_s: float, seed: int,
+    recorder: NotificationRecorder | None = None,
 ) -> dict[str, Any]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=50)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
@@ -303,8 +366,9 @@ async def latency(
         waiter, topic = AlertWaiter(consumer), topology.kind("hazmat").topic
         rng = np.random.default_rng(seed)
         return {
-            "back_to_back": await _samples(topic, gas_ids, n, producer, waiter, worker, lambda: 0.0),
-            "random_arrival": await _samples(topic, gas_ids, n, producer, waiter, worker, lambda: float(rng.uniform(0, jitter_s))),
+            "back_to_back": await _samples(topic, gas_ids, n, producer, waiter, worker, lambda: 0.0, recorder),
+            "random_arrival": await _samples(topic, gas_ids, n, producer, waiter, worker,
+                                             lambda: float(rng.uniform(0, jitter_s)), recorder),
             "jitter_s": jitter_s,
         }
     finally:
@@ -312,9 +376,13 @@ async def latency(
 
 
 async def _samples(topic: str, gas_ids: Sequence[str], n: int, producer: AIOKafkaProducer,
-                   waiter: AlertWaiter, worker: Worker, pause_s: Callable[[], float]) -> dict[str, Any]:
+                   waiter: AlertWaiter, worker: Worker, pause_s: Callable[[], float],
+                   recorder: NotificationRecorder | None) -> dict[str, Any]:
     """``n`` alarms, one reading in flight at a time; ``pause_s()`` before each send
-    (0: the next reading follows the previous alert at once)."""
+    (0: the next reading follows the previous alert at once). With a recorder, each
+    alarm also waits for its firing webhook and CAP notifications."""
+    to_hook: list[float] = []
+    to_cap: list[float] = []
     fire: list[float] = []
     clear: list[float] = []
     to_detect: list[float] = []
@@ -333,9 +401,15 @@ async def _samples(topic: str, gas_ids: Sequence[str], n: int, producer: AIOKafk
                 t_detect = datetime.fromisoformat(alert.detected_at).timestamp()
                 to_detect.append(t_detect - t_send)
                 detect_to_read.append(t_read - t_detect)
-    return {"samples": n, "firing_s": _pct(fire), "resolved_s": _pct(clear),
-            "send_to_detected_at_s": _pct(to_detect), "detected_at_to_read_s": _pct(detect_to_read),
-            "raw_firing_s": fire}
+                if recorder is not None:
+                    to_hook.append(await recorder.arrival("hook", alert.alert_id, 30) - t_send)
+                    to_cap.append(await recorder.arrival("cap", alert.alert_id, 30) - t_send)
+    out = {"samples": n, "firing_s": _pct(fire), "resolved_s": _pct(clear),
+           "send_to_detected_at_s": _pct(to_detect), "detected_at_to_read_s": _pct(detect_to_read),
+           "raw_firing_s": fire}
+    if recorder is not None:
+        out |= {"send_to_webhook_s": _pct(to_hook), "send_to_cap_s": _pct(to_cap)}
+    return out
 
 
 def _pct(xs: Sequence[float]) -> dict[str, float]:
@@ -393,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=20261126)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the topics, Redis keys and worker log")
+    p.add_argument("--receivers", action="store_true",
+                   help="point the worker's CAP and webhook receivers at a local recorder and time notifications")
     a = p.parse_args(argv)
     cfg = stack.StackConfig.from_env(root=REPO / ".stack")
     status = stack.status(cfg)
@@ -406,11 +482,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {**os.environ, "CITYOPS_BOOTSTRAP": cfg.bootstrap, "CITYOPS_REDIS_URL": cfg.redis_url,
            "CITYOPS_APP_ID": f"cityops-bench-{suffix}", "CITYOPS_NAMESPACE": namespace,
            "CITYOPS_WEB_PORT": str(free_port()), "CITYOPS_DATA_DIR": str(workdir / "worker-data")}
+    for name in ("CITYOPS_WEBHOOK_URL", "CITYOPS_CAP_URL"):
+        env.pop(name, None)  # receivers only with --receivers
+    recorder = None
+    if a.receivers:
+        recorder = NotificationRecorder()
+        recorder.start()
+        env |= recorder.env()
     worker = Worker(topo, env, workdir / "worker.log", int(env["CITYOPS_WEB_PORT"]), a.profile_worker)
     result: dict[str, Any] = {"environment": {**environment("not pinned (worker, Kafka and Redis share all cores)"),
                                               "kafka": cfg.kafka_version, "loadavg_before": os.getloadavg()}}
     try:
-        result |= run(a, cfg, topo, worker)
+        result |= run(a, cfg, topo, worker, recorder)
     finally:
         worker.stop()
         if a.profile_worker and a.profile_worker.exists():
@@ -432,7 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run(a: argparse.Namespace, cfg: stack.StackConfig, topo: Topology, worker: Worker) -> dict[str, Any]:
+def run(a: argparse.Namespace, cfg: stack.StackConfig, topo: Topology, worker: Worker,
+        recorder: NotificationRecorder | None = None) -> dict[str, Any]:
     stack.ensure_topics(cfg.bootstrap, topo.all_topics())
     gas_ids = [s.sensor_id for s in topo.catalog.by_kind("hazmat") if s.sensor_id.startswith("DG-GS")]
     t0 = time.monotonic()
@@ -451,7 +535,7 @@ def run(a: argparse.Namespace, cfg: stack.StackConfig, topo: Topology, worker: W
         print(f"  {kind:<8} {d.get('readings', 0):>8.0f} readings in {d.get('batches', 0):.0f} batches "
               f"(mean {d['mean_batch_messages']:.0f} messages), {d.get('alerts', 0):.0f} alerts, "
               f"{d.get('budget_overruns', 0):.0f} budget overruns; stage time {stages}")
-    lat = asyncio.run(latency(topo, cfg.bootstrap, gas_ids, a.latency_samples, worker, a.jitter_s, a.seed))
+    lat = asyncio.run(latency(topo, cfg.bootstrap, gas_ids, a.latency_samples, worker, a.jitter_s, a.seed, recorder))
     for mode in ("back_to_back", "random_arrival"):
         m = lat[mode]
         f, r, d, w = m["firing_s"], m["resolved_s"], m["send_to_detected_at_s"], m["detected_at_to_read_s"]
@@ -459,6 +543,10 @@ def run(a: argparse.Namespace, cfg: stack.StackConfig, topo: Topology, worker: W
               f"p50 {f['p50'] * 1e3:.0f} ms, p95 {f['p95'] * 1e3:.0f} ms [min {f['min'] * 1e3:.0f}, max {f['max'] * 1e3:.0f}]; "
               f"clear p50 {r['p50'] * 1e3:.0f} / p95 {r['p95'] * 1e3:.0f} ms; split p50: send->detected_at {d['p50'] * 1e3:.0f} ms, "
               f"detected_at->read {w['p50'] * 1e3:.0f} ms")
+        if "send_to_webhook_s" in m:
+            h, c = m["send_to_webhook_s"], m["send_to_cap_s"]
+            print(f"  notifications {mode}: reading sent -> webhook p50 {h['p50'] * 1e3:.0f} / p95 {h['p95'] * 1e3:.0f} ms, "
+                  f"-> CAP p50 {c['p50'] * 1e3:.0f} / p95 {c['p95'] * 1e3:.0f} ms")
     return {"readings": a.readings, "mix": parse_mix(a.mix), "records": load.n_records, "per_kind": load.readings,
             "produce_s": produce_s, "throughput": tp, "latency": lat, "loadavg_after": os.getloadavg()}
 

@@ -205,8 +205,15 @@ class CapSink:
             return
         async with self._lock:
             alarm_keys = list(dict.fromkeys(alert.alarm_key for alert in alerts))
-            origins = await self.origins(alarm_keys)
-            seen = await self.outbox.seen([alert_key(alert.alert_id) for alert in alerts])
+            dedup_keys = [alert_key(alert.alert_id) for alert in alerts]
+            # (1) in one round trip: the origins and which alerts the outbox already has
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hmget(self.origin_key, alarm_keys)
+            pipe.zmscore(self.outbox.seen_key, dedup_keys)
+            raw_origins, scores = await pipe.execute()
+            origins = {key: None if raw is None else parse_reference(raw)
+                       for key, raw in zip(alarm_keys, raw_origins, strict=True)}
+            seen = {key for key, score in zip(dedup_keys, scores, strict=True) if score is not None}
             plan = self.plan(alerts, origins, seen)
             if plan.items:
                 added = await self.outbox.enqueue(plan.items)

@@ -180,6 +180,15 @@ class NotifyCounters:
                 self.hook(outcome, receiver)
 
 
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What a batch's decisions read from Redis."""
+
+    silences: list[Silence]
+    live: dict[str, list[Labels]]  # site_id -> labels of its live alarms
+    open_sets: dict[str, dict[str, int]]  # receiver -> alarm_key -> start, for the batch's keys
+
+
 @dataclass
 class _Plan:
     selected: list[Alert] = field(default_factory=list)
@@ -225,28 +234,49 @@ class Notifier:
         async with self._lock:
             now = self.clock_ms()
             keys = list(dict.fromkeys(alert.alarm_key for alert in alerts))
-            open_sets = await self._open_sets(keys)
-            muted = await self.mute_reasons(alerts, now)
-            first_seen = await self._first_seen(alerts, open_sets)
-            plans = {route.name: self._plan(route, alerts, muted, open_sets[route.name], first_seen, now)
+            view = await self._read(alerts, keys, now)
+            muted = self._mute(alerts, view)
+            first_seen = await self._first_seen(alerts, view.open_sets)
+            plans = {route.name: self._plan(route, alerts, muted, view.open_sets[route.name], first_seen, now)
                      for route in self.routes}
-            for route in self.routes:
-                plan = plans[route.name]
-                if plan.selected:
-                    await route.sink.write_batch(plan.selected, plan.starts)
+            # the receivers' outboxes are independent: enqueue into all of them at once
+            await asyncio.gather(*[
+                route.sink.write_batch(plans[route.name].selected, plans[route.name].starts)
+                for route in self.routes if plans[route.name].selected
+            ])
             await self._record(plans)
         for route in self.routes:
             self.counters.bump("sent", route.name, len(plans[route.name].selected))
 
     async def mute_reasons(self, alerts: Sequence[Alert], now_ms: int) -> list[str | None]:
         """Per event: why it is muted now, or None."""
-        silences = await self.silences.current(now_ms)
-        live: dict[str, list[Alert]] = {}
-        if self.rules:
-            live = await self.board.live_at_sites(list(dict.fromkeys(alert.site_id for alert in alerts)))
-        live_labels = {site: [alert_labels(a, self.categories) for a in items] for site, items in live.items()}
+        return self._mute(alerts, await self._read(alerts, [], now_ms))
+
+    async def _read(self, alerts: Sequence[Alert], keys: Sequence[str], now_ms: int) -> _View:
+        """Everything a batch's decisions need, in one pipelined round trip: the silences'
+        version, the live alarms of the batch's sites (for inhibition) and the open sets."""
+        sites = list(dict.fromkeys(alert.site_id for alert in alerts)) if self.rules else []
+        routes = self.routes if keys else []
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.silences.store.version_key)
+        for site in sites:
+            pipe.hvals(self.board.site_key(site))
+        for route in routes:
+            pipe.hmget(self.open_key(route.name), list(keys))
+        version, *rows = await pipe.execute()
+        live = {site: [alert_labels(Alert.from_json(raw), self.categories) for raw in items]
+                for site, items in zip(sites, rows[:len(sites)], strict=True)}
+        open_sets = {
+            route.name: {key: int(start) for key, start in zip(keys, row, strict=True) if start is not None}
+            for route, row in zip(routes, rows[len(sites):], strict=True)
+        }
+        silences = await self.silences.at_version(int(version or 0), now_ms)
+        return _View(silences, live, open_sets)
+
+    def _mute(self, alerts: Sequence[Alert], view: _View) -> list[str | None]:
         reasons = [
-            mute_reason(alert_labels(alert, self.categories), live_labels.get(alert.site_id, ()), silences, self.rules)
+            mute_reason(alert_labels(alert, self.categories), view.live.get(alert.site_id, ()), view.silences,
+                        self.rules)
             for alert in alerts
         ]
         for reason in reasons:
@@ -296,17 +326,6 @@ class Notifier:
                 plan.repeat_add.pop(key, None)
                 plan.repeat_drop.add(key)
         return plan
-
-    async def _open_sets(self, keys: Sequence[str]) -> dict[str, dict[str, int]]:
-        """Per receiver: which of ``keys`` it knows firing, with the alarm's start."""
-        pipe = self.redis.pipeline(transaction=False)
-        for route in self.routes:
-            pipe.hmget(self.open_key(route.name), list(keys))
-        rows = await pipe.execute()
-        return {
-            route.name: {key: int(start) for key, start in zip(keys, row, strict=True) if start is not None}
-            for route, row in zip(self.routes, rows, strict=True)
-        }
 
     async def _record(self, plans: Mapping[str, _Plan]) -> None:
         pipe = self.redis.pipeline(transaction=True)

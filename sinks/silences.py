@@ -317,7 +317,10 @@ class SilenceCache:
 
     async def current(self, at_ms: int) -> builtins.list[Silence]:
         """The silences active at ``at_ms`` (pending ones start matching on time, no re-read needed)."""
-        version = await self.store.version()
+        return await self.at_version(await self.store.version(), at_ms)
+
+    async def at_version(self, version: int, at_ms: int) -> builtins.list[Silence]:
+        """:meth:`current`, given the version the caller read (in its own pipeline)."""
         if version != self._version:
             self._silences = await self.store.list(active_at_ms=None)
             self._version = version
