@@ -83,6 +83,25 @@ def worker(
 
 
 @app.command()
+def deliver(
+    topology: TopologyOpt = Path("topology.yaml"),
+    metrics_port: Annotated[Optional[int], typer.Option(help="serve /metrics on this port", envvar="CITYOPS_DELIVER_PORT")] = None,
+    loglevel: Annotated[str, typer.Option(help="error|warning|info|debug")] = "info",
+) -> None:
+    """POST the receivers' outboxes (for workers run with CITYOPS_DELIVERY=separate)."""
+    import asyncio
+    import logging
+
+    from streams.deliver import run_delivery
+    from streams.settings import Settings
+    from streams.topology import load_topology
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env(topology=topology)
+    asyncio.run(run_delivery(settings, load_topology(settings.topology), metrics_port))
+
+
+@app.command()
 def simulate(
     rate: Annotated[float, typer.Option(help="readings per second, all sensors together", min=0.1)] = 200.0,
     duration: Annotated[float, typer.Option(help="seconds to run", min=0.1)] = 60.0,

@@ -91,7 +91,8 @@ class Runtime:
                 return
             await self.writer.start()
             await self._restore()
-            self.notifier.start()
+            if self.settings.delivery == "worker":  # else `cityops deliver` POSTs the outboxes
+                self.notifier.start()
             self._started.set()
 
     async def reload(self) -> None:

@@ -19,6 +19,7 @@ class Settings:
     app_id: str = "cityops"  # Kafka consumer group
     web_port: int = 6066
     data_dir: Path = Path(".stack/worker")
+    delivery: str = "worker"  # who POSTs the outboxes: the worker, or `cityops deliver` ("separate")
 
     @property
     def broker_url(self) -> str:
@@ -35,6 +36,7 @@ class Settings:
             "app_id": env.get("CITYOPS_APP_ID", "cityops"),
             "web_port": _port(env, "CITYOPS_WEB_PORT", 6066),
             "data_dir": Path(env.get("CITYOPS_DATA_DIR", ".stack/worker")),
+            "delivery": _choice(env, "CITYOPS_DELIVERY", ("worker", "separate"), "worker"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -52,3 +54,11 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
         msg = f"{name}={text!r} is not a TCP port; set it to a number between 1 and 65535"
         raise ConfigError(msg)
     return port
+
+
+def _choice(env: Mapping[str, str], name: str, options: tuple[str, ...], default: str) -> str:
+    value = env.get(name, default).strip() or default
+    if value not in options:
+        msg = f"{name}={value!r} is not one of {', '.join(options)}"
+        raise ConfigError(msg)
+    return value

@@ -13,14 +13,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -202,7 +208,7 @@ async def test_a_receiver_outage_delays_notifications_and_loses_or_repeats_none(
     deadline = time.monotonic() + 60
     while metric(worker, "cityops_outbox_events_total", event="retried") < 4:
         assert time.monotonic() < deadline, "the worker never retried the down receiver"
-        await receiver.until(lambda: True, 1, "")
+        await asyncio.sleep(1)  # poll period
         worker.assert_alive()
     assert receiver.received == []
 
@@ -213,7 +219,7 @@ async def test_a_receiver_outage_delays_notifications_and_loses_or_repeats_none(
     deadline = time.monotonic() + 30
     while await outbox_pending(stack_cfg, worker) > 0:
         assert time.monotonic() < deadline, "the outboxes did not drain"
-        await receiver.until(lambda: True, 1, "")
+        await asyncio.sleep(1)  # poll period
 
     hook_ids = Counter(a["annotations"]["alert_id"] for a in receiver.webhook_alerts())
     assert set(hook_ids) == expected and max(hook_ids.values()) == 1, f"duplicates: {hook_ids}"
@@ -250,7 +256,7 @@ async def test_silences_and_inhibition_mute_what_they_match_and_nothing_else(
     while (metric(worker, "cityops_notifications_total", outcome="muted_silence") < 2
            or metric(worker, "cityops_notifications_total", outcome="muted_inhibit") < 2):
         assert time.monotonic() < deadline, "the worker did not get to the muted events"
-        await receiver.until(lambda: True, 0.5, "")
+        await asyncio.sleep(0.5)  # poll period
 
     on_topic = {a.alarm_key for a in map(Alert.from_json, records)}
     assert on_topic == {f"{x}:gas_lel_alarm", f"{x}:gas_lel_low", f"{y}:gas_lel_low", f"{z}:gas_lel_low",
@@ -265,3 +271,39 @@ async def test_silences_and_inhibition_mute_what_they_match_and_nothing_else(
     await produce(stack_cfg.bootstrap, topic, [gas(s, t0 + 2000, 55.0)])
     await receiver.until(lambda: [a["labels"]["severity"] for a in hook_alerts_of(receiver, f"{s}:gas_lel_alarm")]
                          == ["critical"], 60, "the unsilenced alarm", worker.assert_alive)
+
+
+async def test_with_separate_delivery_the_worker_enqueues_and_cityops_deliver_posts(
+    worker: WorkerProcess, isolated_topology: Topology, stack_cfg: StackConfig, receiver: NotificationReceiver,
+    tmp_path: Path,
+) -> None:
+    configure(isolated_topology, worker, receiver)
+    worker.env["CITYOPS_DELIVERY"] = "separate"
+    topic = isolated_topology.kind("hazmat").topic
+    sensor = next(iter(gas_sensors_by_site(isolated_topology).values()))[0]
+    t0 = time.time_ns() // 1_000_000 - 60_000
+    worker.start()
+    await produce(stack_cfg.bootstrap, topic, [gas(sensor, t0, 30.0)])
+    deadline = time.monotonic() + 60
+    while await outbox_pending(stack_cfg, worker) < 2:  # one webhook message, one CAP document
+        assert time.monotonic() < deadline, "the worker did not enqueue the notifications"
+        worker.assert_alive()
+        await asyncio.sleep(0.2)  # poll period
+    assert receiver.received == [], "nothing delivers while no deliverer runs"
+
+    log = (tmp_path / "deliver.log").open("ab")
+    deliverer = subprocess.Popen(
+        [str(Path(sys.executable).with_name("cityops")), "deliver", "--topology", str(isolated_topology.path)],
+        stdout=log, stderr=subprocess.STDOUT, env=worker.env, start_new_session=True)
+    try:
+        await receiver.until(lambda: len(receiver.hooks()) == 1 and len(receiver.caps()) == 1, 60,
+                             "the deliverer's POSTs", lambda: None if deliverer.poll() is None else pytest.fail(
+                                 f"cityops deliver exited {deliverer.returncode}: {(tmp_path / 'deliver.log').read_text()}"))
+        assert hook_alerts_of(receiver, f"{sensor}:gas_lel_alarm")[0]["labels"]["severity"] == "major"
+        deadline = time.monotonic() + 30
+        while await outbox_pending(stack_cfg, worker) > 0:
+            assert time.monotonic() < deadline, "the outboxes did not drain"
+            await asyncio.sleep(0.2)  # poll period
+    finally:
+        os.killpg(deliverer.pid, signal.SIGTERM)
+        assert deliverer.wait(30) == 0, (tmp_path / "deliver.log").read_text()
