@@ -47,12 +47,20 @@ DETECTORS: Final[dict[str, type[Detector]]] = {
     "ensemble": Ensemble,
 }
 
-# Detectors that judge the instrument, not the world: their alarms are "fault"
-# alarms, which by default inhibit the same sensor's value alarms (a frozen or
-# silent gas detector's readings say nothing about the gas).
-DATA_QUALITY_KINDS: Final[frozenset[str]] = frozenset(
-    {"hj212_flag", "stuck", "no_signal", "out_of_range", "counter_decrease"}
-)
+# Alarm categories by detector kind (routes may override with `category:`); the
+# default inhibition mutes a sensor's value alarms while it has a fault alarm:
+# - fault: the instrument's readings cannot be trusted (an HJ 212 non-N flag, a
+#   frozen value);
+# - offline: no readings at all. It mutes nothing: a value alarm from the sensor
+#   proves it is back, and muting it until the no-signal alarm's hold time ran
+#   out would delay exactly the alarm that matters;
+# - quality: a suspicious pattern of one quantity (out of its band, a register
+#   going down) that says nothing about the sensor's other readings;
+# - value: what is measured (everything else).
+DETECTOR_CATEGORIES: Final[dict[str, str]] = {
+    "hj212_flag": "fault", "stuck": "fault", "no_signal": "offline",
+    "out_of_range": "quality", "counter_decrease": "quality",
+}
 
 
 def build_detector(kind: str, context: DetectorContext, params: Mapping[str, Any]) -> Detector:

@@ -469,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the topics, Redis keys and worker log")
     p.add_argument("--receivers", action="store_true",
                    help="point the worker's CAP and webhook receivers at a local recorder and time notifications")
+    p.add_argument("--delivery", choices=("worker", "separate"), default="worker",
+                   help="with --receivers: who POSTs the outboxes, the worker or a `cityops deliver` process")
     a = p.parse_args(argv)
     cfg = stack.StackConfig.from_env(root=REPO / ".stack")
     status = stack.status(cfg)
@@ -485,10 +487,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("CITYOPS_WEBHOOK_URL", "CITYOPS_CAP_URL"):
         env.pop(name, None)  # receivers only with --receivers
     recorder = None
+    deliverer: subprocess.Popen[bytes] | None = None
     if a.receivers:
         recorder = NotificationRecorder()
         recorder.start()
-        env |= recorder.env()
+        env |= recorder.env() | {"CITYOPS_DELIVERY": a.delivery}
+        if a.delivery == "separate":
+            with (workdir / "deliver.log").open("ab") as log:
+                deliverer = subprocess.Popen(
+                    [str(Path(sys.executable).with_name("cityops")), "deliver", "--topology", str(topo.path),
+                     "--loglevel", "warning"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                    start_new_session=True)
     worker = Worker(topo, env, workdir / "worker.log", int(env["CITYOPS_WEB_PORT"]), a.profile_worker)
     result: dict[str, Any] = {"environment": {**environment("not pinned (worker, Kafka and Redis share all cores)"),
                                               "kafka": cfg.kafka_version, "loadavg_before": os.getloadavg()}}
@@ -496,6 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result |= run(a, cfg, topo, worker, recorder)
     finally:
         worker.stop()
+        if deliverer is not None:
+            result["deliver_cpu_s"] = process_cpu_seconds(deliverer.pid)
+            os.killpg(deliverer.pid, signal.SIGTERM)
+            deliverer.wait(30)
         if a.profile_worker and a.profile_worker.exists():
             import pstats
 

@@ -12,16 +12,24 @@ Per event, in batch order:
    the same site (the board's per-site hash, read after this batch was applied)
    matches the rule's source side, the event matches its target side, they
    agree on the rule's ``equal`` labels and are not the same alarm. Defaults in
-   topology.yaml: a sensor's fault alarm (frozen, silent, flagged) mutes its
-   value alarms; a critical alarm mutes the minor/warning ones of its site.
-2. **Route.** A receiver takes a *new* alarm (firing, or updated for an alarm
+   topology.yaml: a sensor's fault alarm (frozen, flagged) mutes its value
+   alarms; a critical alarm mutes the minor/warning ones of its site.
+2. **Hold.** A new alarm that a receiver would take but that is muted is *held*
+   for it, not dropped: when the mute lifts while the alarm is still live (its
+   silence expires, the inhibiting alarm clears) the receiver gets the alarm's
+   latest event then, with the alarm's start (:meth:`Notifier.release`, run
+   after every batch for the held alarms of its sites, and every few seconds for
+   all, which is when expired silences are noticed). A held alarm that ends
+   while muted is never sent. So muting delays what is still true when the mute
+   ends; it never loses it.
+3. **Route.** A receiver takes a *new* alarm (firing, or updated for an alarm
    it has not heard of) when the event's departments meet its ``departments``
    and the severity is at least its ``min_severity``. Once it has been told of
    an alarm (the alarm is *open* at that receiver) it gets every unmuted update
    whatever the severity, so a de-escalation is never hidden, and the resolution
    even when muted: a receiver that was told an alarm is firing is always told
    when it ends. A resolution of an alarm it never heard of is not sent.
-3. **Repeat.** A receiver with ``repeat: true`` is re-sent an alarm of a
+4. **Repeat.** A receiver with ``repeat: true`` is re-sent an alarm of a
    ``repeat_severities`` severity every ``repeat_interval_s`` while the alarm
    store has it ``ACTIVE_UNACK`` and it is not muted (a muted round is skipped,
    not postponed). Acknowledging, clearing or de-escalating stops it.
@@ -35,6 +43,7 @@ Keys (``N = cityops:<ns>:notify``):
   receiver knows it firing; webhook ``startsAt`` is that start, not the time of the
   latest change (an alarm first heard of through an update starts at the alarm
   store's ``first_seen_ms``)
+- ``N:held:<receiver>``  hash  alarm_key -> "<start>|<site_id>" of an alarm muted while new
 - ``N:repeat``           zset  "<receiver>|<alarm_key>" -> wall-clock ms of the next repeat
 
 Crash safety, as in sinks/cap_sink.py: read the open sets, decide in memory,
@@ -134,6 +143,14 @@ def _matches(match: Mapping[str, frozenset[str]], labels: Labels) -> bool:
     return all(labels.get(name, "") in allowed for name, allowed in match.items())
 
 
+def _parse_held(raw: Mapping[bytes, bytes]) -> dict[str, tuple[int, str]]:
+    out = {}
+    for key, value in raw.items():
+        start, _, site = value.decode().partition("|")
+        out[key.decode()] = (int(start), site)
+    return out
+
+
 def _rank(severity: str) -> int:
     try:
         return Severity(severity).rank
@@ -187,6 +204,7 @@ class _View:
     silences: list[Silence]
     live: dict[str, list[Labels]]  # site_id -> labels of its live alarms
     open_sets: dict[str, dict[str, int]]  # receiver -> alarm_key -> start, for the batch's keys
+    held: dict[str, dict[str, tuple[int, str]]]  # receiver -> alarm_key -> (start, site_id)
 
 
 @dataclass
@@ -196,6 +214,8 @@ class _Plan:
     opened: dict[str, int | None] = field(default_factory=dict)  # alarm_key -> start, or None: closed
     repeat_add: dict[str, int] = field(default_factory=dict)  # alarm_key -> due ms (only if none)
     repeat_drop: set[str] = field(default_factory=set)
+    held_add: dict[str, str] = field(default_factory=dict)  # alarm_key -> "<start>|<site_id>"
+    held_drop: set[str] = field(default_factory=set)
 
 
 class Notifier:
@@ -225,6 +245,9 @@ class Notifier:
     def open_key(self, receiver: str) -> str:
         return f"{self.prefix}:open:{receiver}"
 
+    def held_key(self, receiver: str) -> str:
+        return f"{self.prefix}:held:{receiver}"
+
     # -- per batch ---------------------------------------------------------------
 
     async def notify(self, alerts: Sequence[Alert]) -> None:
@@ -245,8 +268,14 @@ class Notifier:
                 for route in self.routes if plans[route.name].selected
             ])
             await self._record(plans)
-        for route in self.routes:
-            self.counters.bump("sent", route.name, len(plans[route.name].selected))
+            for route in self.routes:
+                self.counters.bump("sent", route.name, len(plans[route.name].selected))
+            # alarms held back at this batch's sites may have lost what muted them
+            sites = {alert.site_id for alert in alerts}
+            await self._release({
+                name: {key: entry for key, entry in held.items() if entry[1] in sites and key not in keys}
+                for name, held in view.held.items()
+            }, now)
 
     async def mute_reasons(self, alerts: Sequence[Alert], now_ms: int) -> list[str | None]:
         """Per event: why it is muted now, or None."""
@@ -263,23 +292,27 @@ class Notifier:
             pipe.hvals(self.board.site_key(site))
         for route in routes:
             pipe.hmget(self.open_key(route.name), list(keys))
+        for route in routes:
+            pipe.hgetall(self.held_key(route.name))
         version, *rows = await pipe.execute()
         live = {site: [alert_labels(Alert.from_json(raw), self.categories) for raw in items]
                 for site, items in zip(sites, rows[:len(sites)], strict=True)}
+        n_open = len(sites) + len(routes)
         open_sets = {
             route.name: {key: int(start) for key, start in zip(keys, row, strict=True) if start is not None}
-            for route, row in zip(routes, rows[len(sites):], strict=True)
+            for route, row in zip(routes, rows[len(sites):n_open], strict=True)
         }
+        held = {route.name: _parse_held(row) for route, row in zip(routes, rows[n_open:], strict=True)}
         silences = await self.silences.at_version(int(version or 0), now_ms)
-        return _View(silences, live, open_sets)
+        return _View(silences, live, open_sets, held)
 
-    def _mute(self, alerts: Sequence[Alert], view: _View) -> list[str | None]:
+    def _mute(self, alerts: Sequence[Alert], view: _View, *, count: bool = True) -> list[str | None]:
         reasons = [
             mute_reason(alert_labels(alert, self.categories), view.live.get(alert.site_id, ()), view.silences,
                         self.rules)
             for alert in alerts
         ]
-        for reason in reasons:
+        for reason in reasons if count else ():
             if reason is not None:
                 outcome = "muted_silence" if reason.startswith("silence:") else "muted_inhibit"
                 self.counters.bump(outcome, "all")
@@ -311,12 +344,24 @@ class Notifier:
                     plan.opened[key] = None
                 plan.repeat_drop.add(key)
                 plan.repeat_add.pop(key, None)
+                plan.held_drop.add(key)
+                plan.held_add.pop(key, None)
+                continue
+            start = alert.event_time_ms if alert.status == "firing" else first_seen.get(key, alert.event_time_ms)
+            if not known and route.takes_new(alert) and reason is not None:
+                # muted while new: held back, and sent if the mute lifts while it is live (_release)
+                plan.held_add[key] = f"{start}|{alert.site_id}"
+                plan.held_drop.discard(key)
                 continue
             if reason is not None or not (known or route.takes_new(alert)):
+                if reason is None:  # unmuted, but no longer what this receiver takes
+                    plan.held_drop.add(key)
+                    plan.held_add.pop(key, None)
                 continue
             plan.selected.append(alert)
+            plan.held_drop.add(key)
+            plan.held_add.pop(key, None)
             if not known:
-                start = alert.event_time_ms if alert.status == "firing" else first_seen.get(key, alert.event_time_ms)
                 view[key] = plan.opened[key] = start
             plan.starts[key] = view[key]
             if route.repeat and _rank(alert.severity) in self.repeat_ranks:
@@ -341,9 +386,62 @@ class Notifier:
                 pipe.zrem(self.repeat_key, *[f"{name}|{key}" for key in plan.repeat_drop])
             if plan.repeat_add:
                 pipe.zadd(self.repeat_key, {f"{name}|{key}": due for key, due in plan.repeat_add.items()}, nx=True)
-            queued = queued or bool(opened or closed or plan.repeat_drop or plan.repeat_add)
+            if plan.held_drop:
+                pipe.hdel(self.held_key(name), *plan.held_drop)
+            if plan.held_add:
+                pipe.hset(self.held_key(name), mapping=plan.held_add)  # type: ignore[arg-type]  # redis-py's invariant Mapping
+            queued = queued or bool(opened or closed or plan.repeat_drop or plan.repeat_add or plan.held_drop
+                                    or plan.held_add)
         if queued:
             await pipe.execute()
+
+    # -- held alarms ---------------------------------------------------------------
+
+    async def release(self) -> int:
+        """Send every held alarm that is still live and no longer muted; returns how many."""
+        if not self.routes:
+            return 0
+        async with self._lock:
+            pipe = self.redis.pipeline(transaction=False)
+            for route in self.routes:
+                pipe.hgetall(self.held_key(route.name))
+            rows = await pipe.execute()
+            held = {route.name: _parse_held(row) for route, row in zip(self.routes, rows, strict=True)}
+            return await self._release(held, self.clock_ms())
+
+    async def _release(self, held: Mapping[str, Mapping[str, tuple[int, str]]], now_ms: int) -> int:
+        """Of ``held`` (receiver -> alarm_key -> (start, site)): send the live, unmuted ones the
+        receiver still takes (as the alarm's latest event), forget the gone ones. Caller holds the lock."""
+        keys = list(dict.fromkeys(key for entries in held.values() for key in entries))
+        if not keys:
+            return 0
+        live = await self.board.live(keys)
+        alerts = list(live.values())
+        reasons = dict(zip(live, self._mute(alerts, await self._read(alerts, [], now_ms), count=False), strict=True))
+        plans: dict[str, _Plan] = {}
+        for route in self.routes:
+            plan = plans[route.name] = _Plan()
+            for key, (start, _) in held.get(route.name, {}).items():
+                alert = live.get(key)
+                if alert is not None and reasons[key] is not None:
+                    continue  # still muted: keep holding it
+                plan.held_drop.add(key)
+                if alert is None or not route.takes_new(alert):
+                    continue  # it ended (or fell below what this receiver takes) while held
+                plan.selected.append(alert)
+                plan.starts[key] = plan.opened[key] = start
+                if route.repeat and _rank(alert.severity) in self.repeat_ranks:
+                    plan.repeat_add[key] = now_ms + self.repeat_interval_ms
+        await asyncio.gather(*[
+            route.sink.write_batch(plans[route.name].selected, plans[route.name].starts)
+            for route in self.routes if plans[route.name].selected
+        ])
+        await self._record(plans)
+        released = 0
+        for route in self.routes:
+            self.counters.bump("released", route.name, len(plans[route.name].selected))
+            released += len(plans[route.name].selected)
+        return released
 
     # -- repeats -----------------------------------------------------------------
 
@@ -388,21 +486,23 @@ class Notifier:
         await pipe.execute()
         return sent
 
-    async def _repeat_loop(self, period_s: float) -> None:
+    async def _tick_loop(self, period_s: float) -> None:
+        """Repeats, and held alarms whose silence ended without any new event at their site."""
         while True:
             try:
                 await self.repeat_due()
+                await self.release()
             except (RedisError, OSError) as exc:
-                log.warning("repeat notifications: %r; trying again in %.0f s", exc, period_s)
+                log.warning("repeat / held notifications: %r; trying again in %.0f s", exc, period_s)
             await asyncio.sleep(period_s)
 
-    def start(self) -> None:
-        """Start the receivers' deliverers and the repeat loop."""
+    def start(self, tick_s: float = 5.0) -> None:
+        """Start the receivers' deliverers and the loop of repeats and held alarms."""
         for route in self.routes:
             route.sink.start()
-        if self._repeat_task is None and any(route.repeat for route in self.routes):
-            period_s = min(5.0, self.repeat_interval_ms / 4000)
-            self._repeat_task = asyncio.create_task(self._repeat_loop(period_s), name="cityops-repeat")
+        if self._repeat_task is None and self.routes:
+            period_s = min(tick_s, self.repeat_interval_ms / 4000)
+            self._repeat_task = asyncio.create_task(self._tick_loop(period_s), name="cityops-notify-tick")
 
     async def close(self) -> None:
         if self._repeat_task is not None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Union, cast, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -58,12 +58,12 @@ class Topology:
         return [r for r in self.spec.routes if r.detector == detector]
 
     def rule_categories(self) -> dict[str, Category]:
-        """rule -> "fault" (data-quality detector, or set on the route) or "value"."""
-        from detectors.registry import DATA_QUALITY_KINDS
+        """rule -> its category (the route's ``category``, else its detector kind's, else value)."""
+        from detectors.registry import DETECTOR_CATEGORIES
 
         kinds = {d.name: d.kind for d in self.spec.detectors}
         return {
-            r.rule: r.category or ("fault" if kinds.get(r.detector) in DATA_QUALITY_KINDS else "value")
+            r.rule: r.category or cast(Category, DETECTOR_CATEGORIES.get(kinds.get(r.detector, ""), "value"))
             for r in self.spec.routes
         }
 

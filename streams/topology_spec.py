@@ -123,7 +123,7 @@ class RouteSpec(_Model):
     for_s: Annotated[float, Field(ge=0)] = 0.0
     n_of_m: tuple[PositiveInt, PositiveInt] | None = None
     hold_s: Annotated[float, Field(ge=0)] = 0.0
-    category: Category | None = None  # default: fault for data-quality detectors, else value
+    category: Category | None = None  # default: by detector kind (detectors/registry.py DETECTOR_CATEGORIES)
 
     @field_validator("n_of_m")
     @classmethod
@@ -134,7 +134,7 @@ class RouteSpec(_Model):
         return value
 
 
-Category = Literal["value", "fault"]
+Category = Literal["value", "fault", "offline", "quality"]
 LABEL_NAMES = ("rule", "kind", "category", "severity", "sensor_id", "site_id", "district")
 Label = Literal["rule", "kind", "category", "severity", "sensor_id", "site_id", "district"]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -145,7 +145,7 @@ class AlarmMatch(_Model):
 
     rule: list[str] | None = None
     kind: list[str] | None = None
-    category: list[Category] | None = None  # fault: data-quality rules (streams/notify_rules.py)
+    category: list[Category] | None = None  # detectors/registry.py DETECTOR_CATEGORIES
     severity: list[Severity] | None = None
     district: list[str] | None = None
 

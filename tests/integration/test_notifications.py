@@ -8,7 +8,8 @@
   notification arrives after it comes back, none twice.
 - A silence and the critical-mutes-minor inhibition keep exactly the alarms
   they match away from the receivers (city.alerts still has them all); once the
-  silence is expired the alarm is heard again.
+  silence is expired the alarms it held are sent, and their updates follow.
+- With CITYOPS_DELIVERY=separate the worker only enqueues; `cityops deliver` POSTs.
 """
 
 from __future__ import annotations
@@ -267,10 +268,19 @@ async def test_silences_and_inhibition_mute_what_they_match_and_nothing_else(
                    for p in ET.fromstring(r.body).iterfind(".//cap:parameter", CAP_NS)}
     assert s not in cap_sensors and y not in cap_sensors
 
+    # the silence ends while s's alarms are live: they were held, and are sent now
     api(worker, "DELETE", f"/silences/{silence['id']}")
+    await receiver.until(lambda: [a["labels"]["severity"] for a in hook_alerts_of(receiver, f"{s}:gas_lel_alarm")]
+                         == ["major"] and len(hook_alerts_of(receiver, f"{s}:gas_lel_low")) == 1, 30,
+                         "the held alarms after the silence", worker.assert_alive)
+    released = hook_alerts_of(receiver, f"{s}:gas_lel_alarm") + hook_alerts_of(receiver, f"{s}:gas_lel_low")
+    assert {datetime.fromisoformat(a["startsAt"]).timestamp() * 1000 for a in released} == {t0 + 1000}, \
+        "a held alarm keeps its own start"
     await produce(stack_cfg.bootstrap, topic, [gas(s, t0 + 2000, 55.0)])
     await receiver.until(lambda: [a["labels"]["severity"] for a in hook_alerts_of(receiver, f"{s}:gas_lel_alarm")]
-                         == ["critical"], 60, "the unsilenced alarm", worker.assert_alive)
+                         == ["major", "critical"], 60, "the escalation of the unsilenced alarm", worker.assert_alive)
+    assert f"{y}:gas_lel_low" not in {a["annotations"]["alarm_key"] for a in receiver.webhook_alerts()}, \
+        "still muted: the critical alarm of its site is live"
 
 
 async def test_with_separate_delivery_the_worker_enqueues_and_cityops_deliver_posts(

@@ -74,5 +74,5 @@ async def test_the_shipped_topology_builds_its_receivers_and_rules() -> None:
     assert isinstance(cap.sink, CapSink) and cap.departments == frozenset({"emergency", "fire"})
     assert cap.min_severity is Severity.MINOR and not cap.repeat
     assert isinstance(hook.sink, WebhookSink) and hook.departments is None and hook.repeat
-    assert on.categories["no_signal_hazmat"] == "fault" and on.categories["gas_lel_alarm"] == "value"
+    assert on.categories["no_signal_hazmat"] == "offline" and on.categories["gas_lel_alarm"] == "value"
     await client.aclose()

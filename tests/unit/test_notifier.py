@@ -20,11 +20,13 @@ from sinks.outbox import Outbox
 from sinks.redis_board import RedisAlarmBoard
 from sinks.silences import Matcher, SilenceCache, SilenceStore
 from sinks.webhook import WebhookSink
+from streams.topology import load_topology
 from streams.topology_spec import AlarmMatch, InhibitRuleSpec, Severity
+from tests.unit.test_topology import REPO
 from tests.unit.test_outbox import T0, FakeClock, client, redis_server  # noqa: F401  (fixtures)
 
 NS = "t"
-CATEGORIES = {"gas_lel_alarm": "value", "stuck_gas_lel": "fault", "no_signal_hazmat": "fault",
+CATEGORIES = {"gas_lel_alarm": "value", "stuck_gas_lel": "fault", "no_signal_hazmat": "offline",
               "tank_level_limit": "value"}
 FAULT_MUTES_VALUES = InhibitRule.from_spec(InhibitRuleSpec(
     name="fault_mutes_values", source=AlarmMatch(category=["fault"]), target=AlarmMatch(category=["value"]),
@@ -168,16 +170,22 @@ async def test_a_pending_silence_starts_muting_on_time(client: aioredis.Redis) -
     assert [k for k, _ in sink.sent] == ["S1:gas_lel_alarm"]
 
 
-async def test_a_sensor_fault_mutes_its_value_alarms_only(client: aioredis.Redis) -> None:
+async def test_a_sensor_fault_mutes_its_value_alarms_only_and_they_follow_when_it_ends(
+    client: aioredis.Redis,
+) -> None:
     r, sink = route()
     h = Harness(client, [r], [FAULT_MUTES_VALUES])
     await h.batch(alert(rule="stuck_gas_lel", severity="minor", sensor="S1"))
-    await h.batch(alert(sensor="S1"), alert(sensor="S2"))
+    await h.batch(alert(sensor="S1", t=10), alert(sensor="S2"))
     assert sink.sent == [("S1:stuck_gas_lel", "firing"), ("S2:gas_lel_alarm", "firing")]
     assert h.counters.counts[("muted_inhibit", "all")] == 1
     await h.batch(alert("resolved", rule="stuck_gas_lel", severity="minor", sensor="S1"))
-    await h.batch(alert("updated", sensor="S1", severity="critical"))  # the fault is gone: heard again
-    assert sink.sent[-2:] == [("S1:stuck_gas_lel", "resolved"), ("S1:gas_lel_alarm", "updated")]
+    # the fault is gone and S1's gas alarm is still live: it is sent now, with its own start
+    assert sink.sent[-2:] == [("S1:stuck_gas_lel", "resolved"), ("S1:gas_lel_alarm", "firing")]
+    assert sink.starts["S1:gas_lel_alarm"] == [T0 + 10]
+    assert h.counters.counts[("released", "duty")] == 1
+    await h.batch(alert("updated", sensor="S1", severity="critical"))
+    assert sink.sent[-1] == ("S1:gas_lel_alarm", "updated")
 
 
 async def test_a_critical_alarm_mutes_minor_ones_of_its_site_but_not_of_other_sites(client: aioredis.Redis) -> None:
@@ -206,11 +214,61 @@ async def test_a_muted_open_alarm_still_reports_its_end(client: aioredis.Redis) 
     r, sink = route()
     h = Harness(client, [r], [FAULT_MUTES_VALUES])
     await h.batch(alert(sensor="S1"))
-    await h.batch(alert(rule="no_signal_hazmat", severity="minor", sensor="S1"))
-    await h.batch(alert("updated", sensor="S1", severity="critical"))  # muted: the sensor is silent
+    await h.batch(alert(rule="stuck_gas_lel", severity="minor", sensor="S1"))
+    await h.batch(alert("updated", sensor="S1", severity="critical"))  # muted: the sensor is frozen
     await h.batch(alert("resolved", sensor="S1", severity="critical"))
     assert [(k.split(":")[1], s) for k, s in sink.sent] == [
-        ("gas_lel_alarm", "firing"), ("no_signal_hazmat", "firing"), ("gas_lel_alarm", "resolved")]
+        ("gas_lel_alarm", "firing"), ("stuck_gas_lel", "firing"), ("gas_lel_alarm", "resolved")]
+
+
+async def test_a_silenced_alarm_is_sent_when_the_silence_ends_while_it_is_live(client: aioredis.Redis) -> None:
+    r, sink = route()
+    h = Harness(client, [r], [])
+    silence = await h.silences.create([Matcher(name="sensor_id", value="S1")], starts_at_ms=T0,
+                                      ends_at_ms=T0 + 60_000, created_by="alice", comment="works", at_ms=T0)
+    await h.batch(alert(sensor="S1", t=5), alert(sensor="S2", t=6))
+    await h.batch(alert(sensor="S3", t=7))  # held S1 stays held: its silence is on
+    assert await h.notifier.release() == 0
+    await h.silences.expire(silence.id, "alice", T0 + 1000)
+    h.clock.now_ms = T0 + 1000
+    assert await h.notifier.release() == 1
+    assert [k for k, _ in sink.sent] == ["S2:gas_lel_alarm", "S3:gas_lel_alarm", "S1:gas_lel_alarm"]
+    assert sink.starts["S1:gas_lel_alarm"] == [T0 + 5]
+    assert await h.notifier.release() == 0  # sent once
+    await h.batch(alert("resolved", sensor="S1"))
+    assert sink.sent[-1] == ("S1:gas_lel_alarm", "resolved")
+
+
+async def test_a_held_alarm_that_ends_while_muted_is_never_sent(client: aioredis.Redis) -> None:
+    r, sink = route()
+    h = Harness(client, [r], [CRITICAL_MUTES_MINOR])
+    await h.batch(alert(severity="critical", sensor="S1"))
+    await h.batch(alert(rule="tank_level_limit", severity="minor", sensor="T1"))
+    await h.batch(alert("resolved", rule="tank_level_limit", severity="minor", sensor="T1"))
+    await h.batch(alert("resolved", severity="critical", sensor="S1"))
+    assert sink.sent == [("S1:gas_lel_alarm", "firing"), ("S1:gas_lel_alarm", "resolved")]
+    assert await client.hlen(h.notifier.held_key("duty")) == 0
+
+
+async def test_minor_alarms_muted_by_a_critical_one_follow_when_it_clears(client: aioredis.Redis) -> None:
+    r, sink = route()
+    h = Harness(client, [r], [CRITICAL_MUTES_MINOR])
+    await h.batch(alert(severity="critical", sensor="S1"))
+    await h.batch(alert(rule="tank_level_limit", severity="minor", sensor="T1"))
+    await h.batch(alert("resolved", severity="critical", sensor="S1"))
+    assert sink.sent == [("S1:gas_lel_alarm", "firing"), ("S1:gas_lel_alarm", "resolved"),
+                         ("T1:tank_level_limit", "firing")]
+
+
+async def test_an_offline_sensor_does_not_mute_the_alarm_it_raises_when_it_is_back(client: aioredis.Redis) -> None:
+    shipped = load_topology(REPO / "topology.yaml")
+    rules = [InhibitRule.from_spec(spec) for spec in shipped.spec.notifications.inhibit]
+    r, sink = route()
+    h = Harness(client, [r], rules)
+    h.notifier.categories = shipped.rule_categories()
+    await h.batch(alert(rule="no_signal_hazmat", severity="minor", sensor="S1"))
+    await h.batch(alert(sensor="S1", severity="critical"))  # its first reading back is 55 %LEL
+    assert sink.sent[-1] == ("S1:gas_lel_alarm", "firing")
 
 
 async def test_a_redelivered_batch_enqueues_nothing_twice_into_a_real_outbox(client: aioredis.Redis) -> None:
