@@ -139,9 +139,9 @@ class CapSink:
                               headers={"Content-Type": CONTENT_TYPE})
         return cls(client, outbox, config, namespace=namespace, deliverer=deliverer)
 
-    def start(self) -> None:
+    def start(self, *, listen: bool = False) -> None:
         if self.deliverer is not None:
-            self.deliverer.start()
+            self.deliverer.start(listen=listen)
 
     async def origin(self, alarm_key: str) -> CapReference | None:
         raw = await self.redis.hget(self.origin_key, alarm_key)

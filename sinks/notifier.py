@@ -89,7 +89,7 @@ class ReceiverSink(Protocol):
 
     async def write_repeat(self, due: Sequence[tuple[Alert, int]], starts: Mapping[str, int] | None = None) -> None: ...
 
-    def start(self) -> None: ...
+    def start(self, *, listen: bool = False) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -496,10 +496,11 @@ class Notifier:
                 log.warning("repeat / held notifications: %r; trying again in %.0f s", exc, period_s)
             await asyncio.sleep(period_s)
 
-    def start(self, tick_s: float = 5.0) -> None:
-        """Start the receivers' deliverers and the loop of repeats and held alarms."""
+    def start(self, tick_s: float = 5.0, *, listen: bool = False) -> None:
+        """Start the receivers' deliverers and the loop of repeats and held alarms
+        (``listen``: the deliverers also wake on enqueues by other processes)."""
         for route in self.routes:
-            route.sink.start()
+            route.sink.start(listen=listen)
         if self._repeat_task is None and self.routes:
             period_s = min(tick_s, self.repeat_interval_ms / 4000)
             self._repeat_task = asyncio.create_task(self._tick_loop(period_s), name="cityops-notify-tick")

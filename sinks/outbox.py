@@ -37,6 +37,7 @@ so a clean restart sends nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -67,6 +68,7 @@ for i = 3, #ARGV, 3 do
   redis.call('ZADD', KEYS[3], now, id)
   for key in string.gmatch(ARGV[i + 2], '[^\\031]+') do redis.call('ZADD', KEYS[3], now, key) end
 end
+if added > 0 then redis.call('PUBLISH', KEYS[4], added) end  -- wake deliverers in other processes
 return added
 """
 
@@ -160,6 +162,7 @@ class Outbox:
         self.items_key, self.due_key = f"{self.prefix}:items", f"{self.prefix}:due"
         self.attempts_key, self.errors_key = f"{self.prefix}:attempts", f"{self.prefix}:errors"
         self.dead_key, self.seen_key = f"{self.prefix}:dead", f"{self.prefix}:seen"
+        self.wake_channel = f"{self.prefix}:wake"  # pub/sub: "items were enqueued"
         self.seen_retention_ms = seen_retention_ms
         self.clock_ms = clock_ms
         self._enqueue = client.register_script(_ENQUEUE)
@@ -178,7 +181,12 @@ class Outbox:
         args: list[Any] = [self.clock_ms(), self.seen_retention_ms]
         for item in items:
             args += [item.id, item.body, _SEP.join(item.dedup_keys)]
-        return int(await self._enqueue(keys=[self.items_key, self.due_key, self.seen_key], args=args))
+        return int(await self._enqueue(keys=[self.items_key, self.due_key, self.seen_key, self.wake_channel],
+                                       args=args))
+
+    def pubsub(self) -> Any:
+        """A pub/sub connection of this outbox's client (for :meth:`Deliverer.start` with ``listen``)."""
+        return self._redis.pubsub(ignore_subscribe_messages=True)
 
     async def seen(self, keys: Sequence[str]) -> set[str]:
         """Which of ``keys`` (item ids or dedup keys) were enqueued within the retention."""
@@ -321,16 +329,38 @@ class Deliverer:
         self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._stopping = False
 
     def wake(self) -> None:
         """New items were enqueued: look now instead of at the next poll."""
         self._wake.set()
 
-    def start(self) -> None:
+    def start(self, *, listen: bool = False) -> None:
+        """Start delivering. ``listen``: also wake on the outbox's pub/sub channel, for a
+        deliverer in another process than the enqueuers (`cityops deliver`); without it,
+        items enqueued elsewhere wait for the next poll (``poll_s``)."""
         if self._task is None:
             self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"outbox-{self.outbox.sink}")
+        if listen and self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name=f"outbox-{self.outbox.sink}-wake")
+
+    async def _listen(self) -> None:
+        while not self._stopping:
+            pubsub = self.outbox.pubsub()
+            try:
+                await pubsub.subscribe(self.outbox.wake_channel)
+                self._wake.set()  # anything enqueued before the subscription
+                while not self._stopping:
+                    if await pubsub.get_message(timeout=1.0) is not None:
+                        self._wake.set()
+            except (RedisError, OSError) as exc:
+                log.warning("outbox %s: wake-up channel lost (%r); polling every %.1f s meanwhile",
+                            self.outbox.sink, exc, self.poll_s)
+                await asyncio.sleep(1.0)
+            finally:
+                await pubsub.aclose()
 
     async def stop(self) -> None:
         """Stop claiming, wait for the POSTs in flight (each bounded by the timeout)."""
@@ -339,6 +369,11 @@ class Deliverer:
         if self._task is not None:
             await self._task
             self._task = None
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         await self.drain()
 
     async def close(self) -> None:

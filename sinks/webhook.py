@@ -165,9 +165,9 @@ class WebhookSink:
                               backoff=backoff, concurrency=concurrency)
         return cls(outbox, receiver=name, external_url=external_url, deliverer=deliverer)
 
-    def start(self) -> None:
+    def start(self, *, listen: bool = False) -> None:
         if self.deliverer is not None:
-            self.deliverer.start()
+            self.deliverer.start(listen=listen)
 
     def items(self, alerts: Sequence[Alert], starts: Mapping[str, int] | None = None) -> list[OutboxItem]:
         out = []

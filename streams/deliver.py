@@ -53,7 +53,7 @@ async def run_delivery(settings: Settings, topology: Topology, metrics_port: int
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    notifier.start()
+    notifier.start(listen=True)  # woken by the workers' enqueues (outbox pub/sub), not only by polls
     log.info("delivering for %s (namespace %s)", ", ".join(r.name for r in notifier.routes), settings.namespace)
     try:
         await stop.wait()

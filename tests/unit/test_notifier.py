@@ -73,7 +73,7 @@ class FakeSink:
         for a, _ in due:
             self.starts.setdefault(a.alarm_key, []).append((starts or {})[a.alarm_key])
 
-    def start(self) -> None:
+    def start(self, *, listen: bool = False) -> None:
         pass
 
     async def close(self) -> None:

@@ -466,3 +466,34 @@ async def test_a_redis_outage_does_not_kill_the_deliverer(tmp_path: Path, receiv
         own.kill()
         await conn.aclose()
 
+
+
+@pytest.mark.parametrize("listen", [True, False])
+async def test_a_listening_deliverer_wakes_on_enqueues_from_another_process(
+    redis_server: RedisServer, client: aioredis.Redis, receiver: Receiver, make_deliverer: Factory, listen: bool,
+) -> None:
+    deliverer = make_deliverer(Outbox(client, "t", "hook"), poll_s=30.0)  # only a wake-up can make it look
+    deliverer.start(listen=listen)
+    try:
+        await wait_until(lambda: _subscribed(client, "cityops:t:outbox:hook:wake", listen), "the subscription")
+        other = aioredis.Redis.from_url(redis_server.url)  # the enqueuing worker: its own client, no wake()
+        try:
+            assert await Outbox(other, "t", "hook").enqueue([item(1)]) == 1
+        finally:
+            await other.aclose()
+        if listen:
+            await wait_until(lambda: _received(receiver, 1), "the POST after the pub/sub wake-up", 5.0)
+        else:  # the control: without listening it waits for its 30 s poll
+            await asyncio.sleep(0.5)
+            assert receiver.received == []
+    finally:
+        await deliverer.close()
+
+
+async def _subscribed(client: aioredis.Redis, channel: str, expected: bool) -> bool:
+    counts = dict(await client.pubsub_numsub(channel))
+    return (counts.get(channel.encode(), 0) > 0) == expected
+
+
+async def _received(receiver: Receiver, n: int) -> bool:
+    return len(receiver.received) >= n
