@@ -72,6 +72,7 @@ from redis.exceptions import RedisError
 
 from sinks.alarm_store import AlarmStore, wall_clock_ms
 from sinks.base import Alert
+from sinks.outbox import Outbox
 from sinks.redis_board import RedisAlarmBoard
 from sinks.silences import Silence, SilenceCache
 from streams.topology_spec import AlarmMatch, InhibitRuleSpec, Severity
@@ -226,7 +227,7 @@ class Notifier:
         silences: SilenceCache, routes: Sequence[Route], rules: Sequence[InhibitRule],
         categories: Mapping[str, str], *, repeat_interval_ms: int = 900_000,
         repeat_severities: Sequence[Severity] = (Severity.CRITICAL,), clock_ms: Callable[[], int] = wall_clock_ms,
-        counters: NotifyCounters | None = None,
+        counters: NotifyCounters | None = None, on_outbox_depth: Callable[[str, int, int], None] | None = None,
     ) -> None:
         if repeat_interval_ms <= 0:
             msg = "repeat_interval_ms must be > 0"
@@ -238,6 +239,8 @@ class Notifier:
         self.clock_ms = clock_ms
         self.counters = counters or NotifyCounters()
         self.prefix = f"cityops:{namespace}:notify"
+        self.namespace = namespace
+        self.on_outbox_depth = on_outbox_depth  # (receiver, waiting, dead) on every tick, for gauges
         self.repeat_key = f"{self.prefix}:repeat"
         self._lock = asyncio.Lock()  # one batch's read-decide-write at a time per worker
         self._repeat_task: asyncio.Task[None] | None = None
@@ -492,9 +495,17 @@ class Notifier:
             try:
                 await self.repeat_due()
                 await self.release()
+                await self._report_depth()
             except (RedisError, OSError) as exc:
                 log.warning("repeat / held notifications: %r; trying again in %.0f s", exc, period_s)
             await asyncio.sleep(period_s)
+
+    async def _report_depth(self) -> None:
+        if self.on_outbox_depth is None:
+            return
+        for route in self.routes:
+            outbox = Outbox(self.redis, self.namespace, route.name)
+            self.on_outbox_depth(route.name, await outbox.pending(), await outbox.dead_count())
 
     def start(self, tick_s: float = 5.0, *, listen: bool = False) -> None:
         """Start the receivers' deliverers and the loop of repeats and held alarms

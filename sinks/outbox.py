@@ -117,6 +117,25 @@ return 1
 """
 
 
+# KEYS: items due attempts errors dead wake; ARGV: now, ids... (none: every dead letter)
+_REQUEUE = """
+local ids = {}
+if #ARGV > 1 then for i = 2, #ARGV do table.insert(ids, ARGV[i]) end else ids = redis.call('HKEYS', KEYS[5]) end
+local n = 0
+for _, id in ipairs(ids) do
+  local raw = redis.call('HGET', KEYS[5], id)
+  if raw then
+    redis.call('HSET', KEYS[1], id, cjson.decode(raw).body)
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    redis.call('HDEL', KEYS[3], id); redis.call('HDEL', KEYS[4], id); redis.call('HDEL', KEYS[5], id)
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('PUBLISH', KEYS[6], n) end
+return n
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
     """One message to deliver. ``id`` is deterministic (derived from the alert
@@ -168,6 +187,7 @@ class Outbox:
         self._enqueue = client.register_script(_ENQUEUE)
         self._claim = client.register_script(_CLAIM)
         self._fail = client.register_script(_FAIL)
+        self._requeue = client.register_script(_REQUEUE)
 
     @property
     def _state_keys(self) -> list[str]:
@@ -227,6 +247,14 @@ class Outbox:
     async def next_due_ms(self) -> int | None:
         first = await self._redis.zrange(self.due_key, 0, 0, withscores=True)
         return int(first[0][1]) if first else None
+
+    async def dead_count(self) -> int:
+        return int(await self._redis.hlen(self.dead_key))
+
+    async def requeue(self, ids: Sequence[str] = ()) -> int:
+        """Put dead letters (``ids``, or all) back in line, due now with fresh attempts
+        (after the receiver was fixed); returns how many. Unknown ids are skipped."""
+        return int(await self._requeue(keys=[*self._state_keys, self.wake_channel], args=[self.clock_ms(), *ids]))
 
     async def dead_letters(self) -> list[DeadLetter]:
         raw = cast(dict[bytes, bytes], await self._redis.hgetall(self.dead_key))

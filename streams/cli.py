@@ -11,6 +11,7 @@ import typer
 
 from streams.errors import CityOpsError
 from streams.operator_cli import alarms_app
+from streams.outbox_cli import outbox_app
 
 if TYPE_CHECKING:
     from streams.stack import StackStatus
@@ -25,6 +26,7 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(topology_app, name="topology")
 app.add_typer(bench_app, name="bench")
 app.add_typer(alarms_app, name="alarms")
+app.add_typer(outbox_app, name="outbox")
 
 TopologyOpt = Annotated[Path, typer.Option("--topology", "-t", help="topology.yaml to use", envvar="CITYOPS_TOPOLOGY")]
 

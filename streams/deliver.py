@@ -41,6 +41,7 @@ async def run_delivery(settings: Settings, topology: Topology, metrics_port: int
         AlarmStore(client, settings.namespace),
         counters=NotifyCounters(hook=lambda outcome, receiver: metrics.notifications.labels(receiver, outcome).inc()),
         outbox_counters=Counters(hook=lambda event, sink: metrics.outbox_events.labels(sink, event).inc()),
+        on_outbox_depth=metrics.set_outbox_depth,
     )
     if not notifier.routes:
         await client.aclose()

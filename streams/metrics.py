@@ -29,6 +29,12 @@ class Metrics:
     active_alarms: Gauge
     notifications: Counter
     outbox_events: Counter
+    outbox_waiting: Gauge
+    outbox_dead: Gauge
+
+    def set_outbox_depth(self, receiver: str, waiting: int, dead: int) -> None:
+        self.outbox_waiting.labels(receiver).set(waiting)
+        self.outbox_dead.labels(receiver).set(dead)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -67,6 +73,10 @@ class Metrics:
                 "Alarm events per receiver and outcome: sent, repeated; muted_silence/muted_inhibit (receiver=all)",
                 ("receiver", "outcome"),
             ),
+            outbox_waiting=Gauge("cityops_outbox_waiting", "Notifications waiting in a receiver's outbox (due, retrying or in flight)",
+                                 ("receiver",), registry=registry),
+            outbox_dead=Gauge("cityops_outbox_dead", "Dead letters of a receiver's outbox (`cityops outbox retry` re-sends them)",
+                              ("receiver",), registry=registry),
             outbox_events=counter(
                 "cityops_outbox_events", "HTTP deliveries per receiver: delivered, retried, dead, redis_errors", ("receiver", "event"),
             ),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -71,7 +71,7 @@ def build_sink(
 def build_notifier(
     topology: Topology, client: aioredis.Redis, namespace: str, board: RedisAlarmBoard, store: AlarmStore,
     *, env: Mapping[str, str] | None = None, counters: NotifyCounters | None = None,
-    outbox_counters: Counters | None = None,
+    outbox_counters: Counters | None = None, on_outbox_depth: Callable[[str, int, int], None] | None = None,
 ) -> Notifier:
     env = os.environ if env is None else env
     notes = topology.spec.notifications
@@ -91,7 +91,7 @@ def build_notifier(
         client, namespace, board, store, SilenceCache(SilenceStore(client, namespace)), routes,
         [InhibitRule.from_spec(rule) for rule in notes.inhibit], topology.rule_categories(),
         repeat_interval_ms=int(notes.repeat_interval_s * 1000), repeat_severities=notes.repeat_severities,
-        counters=counters,
+        counters=counters, on_outbox_depth=on_outbox_depth,
     )
 
 

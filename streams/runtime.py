@@ -73,6 +73,7 @@ class Runtime:
             topology, self.redis, settings.namespace, self.board, self.alarms,
             counters=NotifyCounters(hook=lambda outcome, receiver: metrics.notifications.labels(receiver, outcome).inc()),
             outbox_counters=Counters(hook=lambda event, sink: metrics.outbox_events.labels(sink, event).inc()),
+            on_outbox_depth=metrics.set_outbox_depth,
         )
         self._started = asyncio.Event()
         self._lock = asyncio.Lock()

@@ -212,6 +212,10 @@ async def test_a_receiver_outage_delays_notifications_and_loses_or_repeats_none(
         await asyncio.sleep(1)  # poll period
         worker.assert_alive()
     assert receiver.received == []
+    deadline = time.monotonic() + 30  # the gauge is refreshed every 5 s
+    while metric(worker, "cityops_outbox_waiting", receiver="duty_webhook") < 1:
+        assert time.monotonic() < deadline, "cityops_outbox_waiting never showed the backlog"
+        await asyncio.sleep(0.5)  # poll period
 
     await receiver.up()
     await receiver.until(
@@ -221,6 +225,11 @@ async def test_a_receiver_outage_delays_notifications_and_loses_or_repeats_none(
     while await outbox_pending(stack_cfg, worker) > 0:
         assert time.monotonic() < deadline, "the outboxes did not drain"
         await asyncio.sleep(1)  # poll period
+
+    deadline = time.monotonic() + 30
+    while metric(worker, "cityops_outbox_waiting") > 0:
+        assert time.monotonic() < deadline, "cityops_outbox_waiting did not go back to 0"
+        await asyncio.sleep(0.5)  # poll period
 
     hook_ids = Counter(a["annotations"]["alert_id"] for a in receiver.webhook_alerts())
     assert set(hook_ids) == expected and max(hook_ids.values()) == 1, f"duplicates: {hook_ids}"

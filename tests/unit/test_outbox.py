@@ -497,3 +497,23 @@ async def _subscribed(client: aioredis.Redis, channel: str, expected: bool) -> b
 
 async def _received(receiver: Receiver, n: int) -> bool:
     return len(receiver.received) >= n
+
+
+async def test_dead_letters_can_be_requeued_after_the_receiver_is_fixed(
+    client: aioredis.Redis, receiver: Receiver, make_deliverer: Factory,
+) -> None:
+    outbox = Outbox(client, "t", "hook", clock_ms=FakeClock())
+    deliverer = make_deliverer(outbox)
+    await outbox.enqueue([item(1), item(2)])
+    receiver.mode = "reject"  # 400: permanent, buried at once
+    await round_trip(deliverer)
+    assert await outbox.dead_count() == 2 and await outbox.pending() == 0
+    receiver.mode = "ok"
+    assert await outbox.requeue(["id-2", "no-such-id"]) == 1
+    await round_trip(deliverer)
+    assert receiver.received == [("id-2", item(2).body)]
+    assert await outbox.requeue() == 1  # the rest
+    await round_trip(deliverer)
+    assert [key for key, _ in receiver.received] == ["id-2", "id-1"]
+    assert await outbox.dead_count() == 0 and await outbox.pending() == 0
+    assert await client.hlen(outbox.attempts_key) == 0
