@@ -131,12 +131,12 @@ class CapSink:
     def create(
         cls, client: aioredis.Redis, namespace: str, name: str, url: str, config: CapConfig, *,
         timeout_s: float = 10.0, max_attempts: int = 8, backoff: Backoff = Backoff(), concurrency: int = 1,
-        poll_s: float = 1.0,
+        poll_s: float = 1.0, headers: Mapping[str, str] | None = None,
     ) -> CapSink:
         outbox = Outbox(client, namespace, name)
         deliverer = Deliverer(outbox, AiohttpTransport(url), timeout_s=timeout_s, max_attempts=max_attempts,
                               backoff=backoff, concurrency=concurrency, poll_s=poll_s,
-                              headers={"Content-Type": CONTENT_TYPE})
+                              headers={**(headers or {}), "Content-Type": CONTENT_TYPE})
         return cls(client, outbox, config, namespace=namespace, deliverer=deliverer)
 
     def start(self, *, listen: bool = False) -> None:

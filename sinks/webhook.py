@@ -159,10 +159,11 @@ class WebhookSink:
     def create(
         cls, client: aioredis.Redis, namespace: str, name: str, url: str, *, external_url: str,
         timeout_s: float = 10.0, max_attempts: int = 8, backoff: Backoff = Backoff(), concurrency: int = 8,
+        headers: Mapping[str, str] | None = None,
     ) -> WebhookSink:
         outbox = Outbox(client, namespace, name)
         deliverer = Deliverer(outbox, AiohttpTransport(url), timeout_s=timeout_s, max_attempts=max_attempts,
-                              backoff=backoff, concurrency=concurrency)
+                              backoff=backoff, concurrency=concurrency, headers=headers)
         return cls(outbox, receiver=name, external_url=external_url, deliverer=deliverer)
 
     def start(self, *, listen: bool = False) -> None:

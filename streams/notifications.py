@@ -41,16 +41,34 @@ def receiver_url(spec: ReceiverSpec, env: Mapping[str, str]) -> str | None:
     return url
 
 
+def receiver_headers(spec: ReceiverSpec, env: Mapping[str, str]) -> dict[str, str]:
+    """The receiver's ``headers_env`` resolved; a variable that is unset is a config error
+    (a receiver that needs a credential must not run without it)."""
+    headers = {}
+    for header, variable in spec.headers_env.items():
+        value = env.get(variable, "").strip()
+        if not value:
+            msg = f"{variable} is not set: receiver {spec.name} sends it as its {header} header (headers_env)"
+            raise ConfigError(msg)
+        if "\n" in value or "\r" in value:
+            msg = f"{variable} (receiver {spec.name}, header {header}) must be one line"
+            raise ConfigError(msg)
+        headers[header] = value
+    return headers
+
+
 def build_sink(
     spec: ReceiverSpec, url: str, topology: Topology, client: aioredis.Redis, namespace: str,
-    counters: Counters | None = None,
+    counters: Counters | None = None, env: Mapping[str, str] | None = None,
 ) -> ReceiverSink:
     backoff = Backoff(base_s=spec.backoff_first_s, cap_s=spec.backoff_max_s)
+    headers = receiver_headers(spec, os.environ if env is None else env)
     external_url = topology.spec.notifications.external_url
     sink: WebhookSink | CapSink
     if spec.type == "webhook":
         sink = WebhookSink.create(client, namespace, spec.name, url, external_url=external_url,
-                                  timeout_s=spec.timeout_s, max_attempts=spec.max_attempts, backoff=backoff)
+                                  timeout_s=spec.timeout_s, max_attempts=spec.max_attempts, backoff=backoff,
+                                  headers=headers)
     else:
         assert spec.cap is not None  # ReceiverSpec requires it for type cap
         units = {q: qs.unit for kind in topology.spec.kinds.values() for q, qs in kind.quantities.items()}
@@ -60,7 +78,7 @@ def build_sink(
             radius_km=spec.cap.radius_km, english=spec.cap.english, units=units,
         )
         sink = CapSink.create(client, namespace, spec.name, url, config, timeout_s=spec.timeout_s,
-                              max_attempts=spec.max_attempts, backoff=backoff)
+                              max_attempts=spec.max_attempts, backoff=backoff, headers=headers)
     if counters is not None and sink.deliverer is not None:
         sink.deliverer.counters = counters
     if counters is not None and isinstance(sink, CapSink):
@@ -81,7 +99,7 @@ def build_notifier(
         if url is None:
             log.info("receiver %s is off: %s is not set", spec.name, spec.url_env)
             continue
-        sink = build_sink(spec, url, topology, client, namespace, outbox_counters)
+        sink = build_sink(spec, url, topology, client, namespace, outbox_counters, env)
         routes.append(Route(
             name=spec.name, sink=sink, departments=None if spec.departments is None else frozenset(spec.departments),
             min_severity=spec.min_severity, send_resolved=spec.send_resolved, repeat=spec.repeat,

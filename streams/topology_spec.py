@@ -198,6 +198,10 @@ class ReceiverSpec(_Model):
     backoff_first_s: Annotated[float, Field(gt=0)] = 1.0
     backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
     cap: CapSenderSpec | None = None
+    # extra request headers whose values come from the environment (secrets stay out of
+    # this file), e.g. {Authorization: CITYOPS_CAP_AUTH} with CITYOPS_CAP_AUTH="Bearer ..."
+    headers_env: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")],
+                      Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> ReceiverSpec:

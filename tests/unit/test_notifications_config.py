@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import yaml
 
 from sinks.alarm_store import AlarmStore
 from sinks.cap_sink import CapSink
 from sinks.redis_board import RedisAlarmBoard
 from sinks.webhook import WebhookSink
 from streams.errors import ConfigError
-from streams.notifications import build_notifier, receiver_url
+from streams.notifications import build_notifier, receiver_headers, receiver_url
 from streams.topology import load_topology
 from streams.topology_spec import ReceiverSpec, Severity
 from tests.unit.test_topology import BASE, REPO, _error
@@ -75,4 +76,30 @@ async def test_the_shipped_topology_builds_its_receivers_and_rules() -> None:
     assert cap.min_severity is Severity.MINOR and not cap.repeat
     assert isinstance(hook.sink, WebhookSink) and hook.departments is None and hook.repeat
     assert on.categories["no_signal_hazmat"] == "offline" and on.categories["gas_lel_alarm"] == "value"
+    await client.aclose()
+
+
+def test_receiver_headers_come_from_the_environment_and_a_missing_one_is_an_error() -> None:
+    spec = ReceiverSpec(name="cap", type="webhook", url="https://platform.example/cap",
+                        headers_env={"Authorization": "CAP_AUTH"})
+    assert receiver_headers(spec, {"CAP_AUTH": "Bearer s3cret"}) == {"Authorization": "Bearer s3cret"}
+    with pytest.raises(ConfigError, match="CAP_AUTH is not set: receiver cap sends it as its Authorization header"):
+        receiver_headers(spec, {})
+    with pytest.raises(ConfigError, match="must be one line"):
+        receiver_headers(spec, {"CAP_AUTH": "Bearer x\r\nX-Evil: 1"})
+
+
+async def test_a_cap_receiver_posts_its_headers_and_the_cap_content_type(tmp_path: Path) -> None:
+    data = copy.deepcopy(BASE)
+    data["catalog"] = str(REPO / "catalog" / "dongguan_sensors.csv")
+    data["notifications"]["receivers"][0]["headers_env"] = {"Authorization": "CAP_AUTH"}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    topology = load_topology(tmp_path / "t.yaml")
+    client = aioredis.Redis()  # not connected
+    env = {"CITYOPS_CAP_URL": "http://127.0.0.1:1/cap", "CAP_AUTH": "Bearer s3cret"}
+    notifier = build_notifier(topology, client, "t", RedisAlarmBoard(client, "t"), AlarmStore(client, "t"), env=env)
+    sink = notifier.routes[0].sink
+    assert isinstance(sink, CapSink) and sink.deliverer is not None
+    assert sink.deliverer.headers["Authorization"] == "Bearer s3cret"
+    assert sink.deliverer.headers["Content-Type"] == "application/cap+xml"
     await client.aclose()
