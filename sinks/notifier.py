@@ -74,12 +74,12 @@ from sinks.alarm_store import AlarmStore, wall_clock_ms
 from sinks.base import Alert
 from sinks.outbox import Outbox
 from sinks.redis_board import RedisAlarmBoard
+from sinks.noise import InhibitRule, Labels, alert_labels, mute_reason
 from sinks.silences import Silence, SilenceCache
-from streams.topology_spec import AlarmMatch, InhibitRuleSpec, Severity
+from streams.topology_spec import Severity
 
 log = logging.getLogger(__name__)
 
-Labels = dict[str, str]
 _REPEAT_BATCH = 200
 
 
@@ -113,37 +113,6 @@ class Route:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class InhibitRule:
-    name: str
-    source: Mapping[str, frozenset[str]]
-    target: Mapping[str, frozenset[str]]
-    equal: tuple[str, ...]
-
-    @classmethod
-    def from_spec(cls, spec: InhibitRuleSpec) -> InhibitRule:
-        return cls(spec.name, _compile(spec.source), _compile(spec.target), tuple(spec.equal))
-
-    def applies(self, source: Labels, target: Labels) -> bool:
-        return (
-            source["alarm_key"] != target["alarm_key"]
-            and _matches(self.target, target)
-            and _matches(self.source, source)
-            and all(source.get(name, "") == target.get(name, "") for name in self.equal)
-        )
-
-
-def _compile(match: AlarmMatch) -> dict[str, frozenset[str]]:
-    out: dict[str, frozenset[str]] = {}
-    for name, values in match.model_dump(exclude_none=True).items():
-        out[name] = frozenset(v.value if isinstance(v, Severity) else str(v) for v in values)
-    return out
-
-
-def _matches(match: Mapping[str, frozenset[str]], labels: Labels) -> bool:
-    return all(labels.get(name, "") in allowed for name, allowed in match.items())
-
-
 def _parse_held(raw: Mapping[bytes, bytes]) -> dict[str, tuple[int, str]]:
     out = {}
     for key, value in raw.items():
@@ -157,28 +126,6 @@ def _rank(severity: str) -> int:
         return Severity(severity).rank
     except ValueError:
         return 0
-
-
-def alert_labels(alert: Alert, categories: Mapping[str, str]) -> Labels:
-    """The labels silences and inhibition rules match on."""
-    return {
-        "alarm_key": alert.alarm_key, "rule": alert.rule, "kind": alert.kind,
-        "category": categories.get(alert.rule, "value"), "severity": alert.severity,
-        "sensor_id": alert.sensor_id, "site_id": alert.site_id, "district": alert.district,
-    }
-
-
-def mute_reason(
-    labels: Labels, live_at_site: Sequence[Labels], silences: Sequence[Silence], rules: Sequence[InhibitRule],
-) -> str | None:
-    """Why an event with ``labels`` is muted ("silence:<id>" / "inhibit:<rule>"), or None."""
-    for silence in silences:
-        if silence.matches(labels):
-            return f"silence:{silence.id}"
-    for rule in rules:
-        if any(rule.applies(source, labels) for source in live_at_site):
-            return f"inhibit:{rule.name}"
-    return None
 
 
 @dataclass

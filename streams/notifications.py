@@ -15,7 +15,8 @@ from sinks.alarm_store import AlarmStore
 from sinks.archive import JsonlArchive
 from sinks.cap import CapConfig
 from sinks.cap_sink import CapSink
-from sinks.notifier import InhibitRule, Notifier, NotifyCounters, ReceiverSink, Route
+from sinks.noise import InhibitRule
+from sinks.notifier import Notifier, NotifyCounters, ReceiverSink, Route
 from sinks.outbox import Backoff, Counters
 from sinks.redis_board import RedisAlarmBoard
 from sinks.silences import SilenceCache, SilenceStore

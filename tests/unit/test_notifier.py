@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 
 from sinks.alarm_store import AlarmStore
 from sinks.base import Alert
-from sinks.notifier import InhibitRule, Notifier, NotifyCounters, Route, alert_labels, mute_reason
+from sinks.noise import InhibitRule, alert_labels, mute_reason
+from sinks.notifier import Notifier, NotifyCounters, Route
 from sinks.outbox import Outbox
 from sinks.redis_board import RedisAlarmBoard
 from sinks.silences import Matcher, SilenceCache, SilenceStore
