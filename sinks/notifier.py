@@ -269,10 +269,12 @@ class Notifier:
         return reasons
 
     async def _first_seen(self, alerts: Sequence[Alert], open_sets: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
-        """The alarm store's start of the alarms some receiver may first hear of through an update."""
+        """The alarm store's start of the alarms some receiver may first hear of through an
+        update (one round trip, and none when no receiver would take such an update new)."""
         keys = list(dict.fromkeys(
             a.alarm_key for a in alerts
-            if a.status == "updated" and not all(a.alarm_key in opened for opened in open_sets.values())))
+            if a.status == "updated" and any(a.alarm_key not in open_sets.get(route.name, {}) and route.takes_new(a)
+                                             for route in self.routes)))
         alarms = await self.store.get_many(keys)
         return {key: alarm.first_seen_ms for key, alarm in zip(keys, alarms, strict=True) if alarm is not None}
 
