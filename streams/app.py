@@ -116,6 +116,11 @@ class _RawSchema(faust.Schema[bytes, bytes]):
         return decode
 
 
+def _timestamp_ms(seconds: object) -> int:
+    """Faust gives the record timestamp in float seconds (or None)."""
+    return int(seconds * 1000) if isinstance(seconds, (int, float)) and seconds > 0 else -1
+
+
 def _kind_agent(runtime: Runtime, kind: str) -> Callable[[Any], Any]:
     """A thin agent: take a micro-batch within the kind's budget, hand it on.
 
@@ -129,7 +134,8 @@ def _kind_agent(runtime: Runtime, kind: str) -> Callable[[Any], Any]:
         async for events in stream.take_events(batch.max_messages, within=window_s):
             messages = [
                 # a null value (tombstone) becomes b"": dead-lettered as `empty`, never a crash
-                RawMessage(e.message.value or b"", e.message.key, e.message.topic, e.message.partition, e.message.offset)
+                RawMessage(e.message.value or b"", e.message.key, e.message.topic, e.message.partition, e.message.offset,
+                           _timestamp_ms(e.message.timestamp))
                 for e in events
             ]
             await _handle_or_die(runtime, kind, messages)

@@ -43,6 +43,7 @@ class RawMessage:
     topic: str
     partition: int
     offset: int
+    timestamp_ms: int = -1  # the record's Kafka timestamp (broker or producer time); -1: unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -31,6 +32,12 @@ class Metrics:
     outbox_events: Counter
     outbox_waiting: Gauge
     outbox_dead: Gauge
+    alarm_latency: Histogram
+    batch_latency: Histogram
+    alarms_by_district: Counter
+    alarms_by_department: Counter
+    state_bytes: Gauge
+    sensors_tracked: Gauge
 
     def set_outbox_depth(self, receiver: str, waiting: int, dead: int) -> None:
         self.outbox_waiting.labels(receiver).set(waiting)
@@ -77,6 +84,31 @@ class Metrics:
                                  ("receiver",), registry=registry),
             outbox_dead=Gauge("cityops_outbox_dead", "Dead letters of a receiver's outbox (`cityops outbox retry` re-sends them)",
                               ("receiver",), registry=registry),
+            alarm_latency=Histogram(
+                "cityops_alarm_latency_seconds",
+                "Reading to alarm: from the Kafka timestamp of the oldest message of the alarm's batch to the alarm "
+                "being durable on the alerts topic and in Redis (an upper bound per alarm), per alarm event",
+                ("kind",), registry=registry, buckets=_LATENCY_BUCKETS,
+            ),
+            batch_latency=Histogram(
+                "cityops_batch_latency_seconds",
+                "Oldest message of a batch (Kafka timestamp) to the batch's outputs being durable, per batch",
+                ("kind",), registry=registry, buckets=_LATENCY_BUCKETS,
+            ),
+            alarms_by_district=counter(
+                "cityops_alarm_events_by_district", "Alarm events per district (town/street)", ("kind", "district", "severity", "status"),
+            ),
+            alarms_by_department=counter(
+                "cityops_alarm_events_by_department", "Alarm events per routed department", ("department", "severity", "status"),
+            ),
+            state_bytes=Gauge(
+                "cityops_detector_state_bytes", "Per-sensor detector and route state held for a kind (checkpoint record x sensors)",
+                ("kind",), registry=registry,
+            ),
+            sensors_tracked=Gauge(
+                "cityops_sensors_tracked", "Sensors with state for a kind (catalog ones, plus unknown ones heard)",
+                ("kind", "catalog"), registry=registry,
+            ),
             outbox_events=counter(
                 "cityops_outbox_events", "HTTP deliveries per receiver: delivered, retried, dead, redis_errors", ("receiver", "event"),
             ),

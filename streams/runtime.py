@@ -120,7 +120,19 @@ class Runtime:
         async with self._kind_locks[kind]:
             result = await self._handle(kind, messages)
         self._observe(kind, result)
+        self._observe_latency(kind, result, messages, wall_clock_ms())
         return result
+
+    def _observe_latency(self, kind: str, result: BatchResult, messages: Sequence[RawMessage], now_ms: int) -> None:
+        """Arrival (Kafka timestamp of the batch's oldest message) to durable outputs."""
+        oldest = min((m.timestamp_ms for m in messages if m.timestamp_ms >= 0), default=None)
+        if oldest is None:
+            return
+        seconds = max(0.0, (now_ms - oldest) / 1000)
+        self.metrics.batch_latency.labels(kind).observe(seconds)
+        alarm_latency = self.metrics.alarm_latency.labels(kind)
+        for _ in result.alerts:
+            alarm_latency.observe(seconds)
 
     async def _handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
         result = self.pipelines[kind].process(messages, wall_clock_ms())
@@ -174,11 +186,18 @@ class Runtime:
             m.late_readings.labels(kind, rule).inc(count)
         for alert in result.alerts:
             m.alerts.labels(kind, alert.rule, alert.severity, alert.status).inc()
+            m.alarms_by_district.labels(kind, alert.district, alert.severity, alert.status).inc()
+            for department in alert.departments:
+                m.alarms_by_department.labels(department, alert.severity, alert.status).inc()
             m.active_alarms.labels(kind).inc(-1 if alert.status == "resolved" else (1 if alert.status == "firing" else 0))
         for stage, seconds in result.stage_seconds.items():
             m.stage_seconds.labels(kind, stage).observe(seconds)
         for detector, seconds in result.detector_seconds.items():
             m.detector_seconds.labels(kind, detector).observe(seconds)
+        index = self.pipelines[kind].index
+        m.sensors_tracked.labels(kind, "yes").set(index.n_known)
+        m.sensors_tracked.labels(kind, "no").set(len(index) - index.n_known)
+        m.state_bytes.labels(kind).set(self.checkpoints[kind].dtype.itemsize * len(index))
         budget_s = self.topology.kind(kind).batch.budget_ms / 1000
         if sum(result.stage_seconds.values()) > budget_s:
             m.budget_overruns.labels(kind).inc()

@@ -151,6 +151,10 @@ async def test_one_gas_alarm_fires_escalates_and_clears_after_the_hold_and_its_c
                              60, "the resolution", worker.assert_alive)
         records = await alerts.until(lambda rs: len(alerts_of(rs, key)) >= 3, 30, "3 alarm events")
 
+    # the three alarm events were timed from the readings' Kafka timestamps
+    assert metric(worker, "cityops_alarm_latency_seconds_count", kind="hazmat") >= 3
+    assert metric(worker, "cityops_alarm_events_by_district_total", kind="hazmat") >= 3
+
     events = alerts_of(records, key)
     assert [(e.status, e.severity) for e in events] == [("firing", "major"), ("updated", "critical"),
                                                          ("resolved", "critical")]
