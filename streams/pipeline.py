@@ -22,6 +22,7 @@ from streams.catalog import SensorIndex, SensorInfo
 from streams.checkpoint import Stateful
 from streams.deadletter import DeadLetter
 from streams.decode import KindDecoder, RawMessage
+from streams.latest import LatestValues
 from streams.topology import Topology
 from streams.topology_spec import RouteSpec
 
@@ -77,6 +78,11 @@ class KindPipeline:
             for r in spec.routes
             if r.detector in self.detectors
         ]
+        # what the boards read (streams/latest.py); reset with the state: a partition that
+        # moved away must not keep showing its sensors' old values from this worker
+        self.latest = LatestValues(
+            kind, [s for s in self._sensors if s is not None], list(self._kind_spec.quantities),
+            spec.metrics.latest_values.get(kind, []), [d for d in spec.metrics.latest_scores if d in self.detectors])
 
     def stateful_parts(self) -> dict[str, Stateful]:
         """Every part with per-sensor state, by a stable name (for checkpoints)."""
@@ -127,6 +133,7 @@ class KindPipeline:
         for found in scores.values():
             if found.sensor_idx is not None:  # entries about silent sensors
                 touched.append(found.sensor_idx.astype(np.int64))
+        self.latest.update(batch, scores)
         alerts: list[Alert] = []
         for route in self.routes:
             found = scores[route.detector]

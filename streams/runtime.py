@@ -32,6 +32,7 @@ from sinks.outbox import Counters
 from sinks.redis_board import RedisAlarmBoard
 from streams.checkpoint import KindCheckpoint
 from streams.decode import RawMessage
+from streams.latest import LatestCollector
 from streams.metrics import Metrics
 from streams.notifications import build_archive, build_notifier
 from streams.pipeline import BatchResult, KindPipeline, wall_clock_ms
@@ -56,6 +57,7 @@ class Runtime:
         self.metrics = metrics
         self.pipelines = {kind: KindPipeline(topology, kind) for kind in topology.spec.kinds}
         self.checkpoints = {kind: self._checkpoint(kind) for kind in self.pipelines}
+        metrics.registry.register(LatestCollector(lambda: {kind: p.latest for kind, p in self.pipelines.items()}))
         self.writer = KafkaWriter(settings.bootstrap, client_id=f"{settings.app_id}-sinks")
         # one Redis client (connection pool) for the board, the alarm store and the operator API
         self.redis = aioredis.Redis.from_url(settings.redis_url)

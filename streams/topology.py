@@ -162,6 +162,7 @@ def _cross_check(spec: TopologySpec) -> Iterator[str]:
     yield from _check_detectors(spec)
     yield from _check_routes(spec)
     yield from _check_notifications(spec)
+    yield from _check_metrics(spec)
 
 
 def _check_kinds(spec: TopologySpec) -> Iterator[str]:
@@ -283,3 +284,18 @@ def _check_notifications(spec: TopologySpec) -> Iterator[str]:
             for j, kind in enumerate(match.kind or []):
                 if kind not in spec.kinds:
                     yield f"notifications.inhibit[{i}].{side}.kind[{j}]: unknown kind {kind!r}; valid: {sorted(spec.kinds)}"
+
+
+def _check_metrics(spec: TopologySpec) -> Iterator[str]:
+    for kind, quantities in spec.metrics.latest_values.items():
+        kspec = spec.kinds.get(kind)
+        if kspec is None:
+            yield f"metrics.latest_values.{kind}: unknown kind; valid: {sorted(spec.kinds)}"
+            continue
+        for i, quantity in enumerate(quantities):
+            if quantity not in kspec.quantities:
+                yield f"metrics.latest_values.{kind}[{i}]: unknown quantity {quantity!r}; valid: {list(kspec.quantities)}"
+    detectors = sorted(d.name for d in spec.detectors)
+    for i, name in enumerate(spec.metrics.latest_scores):
+        if name not in detectors:
+            yield f"metrics.latest_scores[{i}]: unknown detector {name!r}; valid: {detectors}"

@@ -238,6 +238,13 @@ class NotificationsSpec(_Model):
     archive: ArchiveSpec = ArchiveSpec()
 
 
+class MetricsSpec(_Model):
+    """What streams/latest.py exports per catalog sensor for the boards."""
+
+    latest_values: dict[str, list[str]] = {}  # kind -> quantities
+    latest_scores: list[str] = []  # detector names (e.g. the AQI)
+
+
 class TopologySpec(_Model):
     version: Literal[1]
     city: str
@@ -250,3 +257,4 @@ class TopologySpec(_Model):
     detectors: list[DetectorSpec] = []
     routes: list[RouteSpec] = []
     notifications: NotificationsSpec = NotificationsSpec()
+    metrics: MetricsSpec = MetricsSpec()

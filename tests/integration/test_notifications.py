@@ -154,6 +154,8 @@ async def test_one_gas_alarm_fires_escalates_and_clears_after_the_hold_and_its_c
     # the three alarm events were timed from the readings' Kafka timestamps
     assert metric(worker, "cityops_alarm_latency_seconds_count", kind="hazmat") >= 3
     assert metric(worker, "cityops_alarm_events_by_district_total", kind="hazmat") >= 3
+    # the board's "current reading" of this detector: its newest (t0 + 45 s) reading
+    assert metric(worker, "cityops_latest_value", sensor_id=sensor, quantity="gas_lel") == 10.0
 
     events = alerts_of(records, key)
     assert [(e.status, e.severity) for e in events] == [("firing", "major"), ("updated", "critical"),
