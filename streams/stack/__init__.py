@@ -26,7 +26,7 @@ from streams.stack.kafka import _kafka_pid, _kafka_pid_file, _start_kafka, _wait
 from streams.stack.kafka import broker_command as broker_command
 from streams.stack.kafka import new_cluster_id as new_cluster_id
 from streams.stack.kafka import render_server_properties as render_server_properties
-from streams.stack.prereqs import _require_java, _require_redis_server
+from streams.stack.prereqs import _require_java, _require_promtool, _require_redis_server
 from streams.stack.procs import _pid_alive, _poll, _require_free_port, _signal
 from streams.stack.redis_server import _redis_pid, _redis_pid_file, _start_redis, _wait_redis_ready
 from streams.stack.redis_server import redis_command as redis_command
@@ -57,6 +57,7 @@ def up(
     _validate_topics(topics)
     java = _require_java()
     redis_server = _require_redis_server(log)
+    _require_promtool(log)  # not a service (yet): the tests check the alert rules with it
     with _locked(cfg):
         _check_ports(cfg)  # before starting anything: never leave a half-started stack behind
         deadline = time.monotonic() + timeout_s

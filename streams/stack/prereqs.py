@@ -1,5 +1,5 @@
-"""Prerequisites on PATH: Java 17+ and Maven (checked, with an install hint) and
-redis-server (installed with apt-get when missing)."""
+"""Prerequisites on PATH: Java 17+ and Maven (checked, with an install hint),
+redis-server and promtool (Debian packages, installed with apt-get when missing)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ MIN_JAVA = 17
 JAVA_HINT = "install it with `apt-get install -y openjdk-17-jre-headless`"
 MAVEN_HINT = "install it with `apt-get install -y maven`"
 REDIS_INSTALL = "apt-get update && apt-get install -y redis-server"
+PROMETHEUS_INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus"
 
 
 def _require_java() -> str:
@@ -47,9 +48,32 @@ def _require_maven() -> str:
 
 
 def _require_redis_server(log: Log) -> str:
-    found = shutil.which("redis-server")
+    return _require_debian_binary(log, "redis-server", "redis-server", REDIS_INSTALL)
+
+
+def _require_promtool(log: Log) -> str:
+    """promtool checks and unit-tests the Prometheus alert rules (docker/prometheus/)."""
+    return _require_debian_binary(log, "promtool", "prometheus", PROMETHEUS_INSTALL)
+
+
+def _require_debian_binary(log: Log, binary: str, package: str, hint: str) -> str:
+    found = shutil.which(binary)
     if found:
         return found
+    log(f"{binary} not found, installing it with apt-get (Debian package {package})")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", package]):
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise StackError(f"could not install {package} ({exc}); run: {hint}") from exc
+        if res.returncode != 0:
+            tail = _tail_text(res.stdout + res.stderr, 10)
+            raise StackError(f"`{' '.join(cmd)}` failed:\n{tail}\nInstall it: {hint}")
+    found = shutil.which(binary)
+    if found is None:
+        raise StackError(f"{binary} still not on PATH after apt-get; run: {hint}")
+    return found
     log("redis: redis-server not found, installing it with apt-get (Debian package redis-server)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "redis-server"]):

@@ -242,6 +242,14 @@ def test_redis_install_failure_tells_the_command(monkeypatch: pytest.MonkeyPatch
     assert "Unable to locate package" in str(err.value)
 
 
+def test_promtool_install_failure_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    failed = subprocess.CompletedProcess(["apt-get"], 100, "", "E: Unable to locate package prometheus")
+    monkeypatch.setattr("subprocess.run", lambda *a, **k: failed)
+    with pytest.raises(StackError, match="apt-get install -y --no-install-recommends prometheus"):
+        prereqs._require_promtool(log=lambda _: None)
+
+
 # --------------------------------------------------------------------------- status / up / down
 
 
@@ -285,6 +293,7 @@ def test_up_refuses_a_foreign_port(
     # up() lives in streams/stack/__init__.py and looks these up in the package namespace
     monkeypatch.setattr(stack, "_require_java", lambda: "/usr/bin/java")
     monkeypatch.setattr(stack, "_require_redis_server", lambda log: "/usr/bin/redis-server")
+    monkeypatch.setattr(stack, "_require_promtool", lambda log: "/usr/bin/promtool")
     port = listener.getsockname()[1]
     c = StackConfig(root=tmp_path / "s", kafka_port=free_port(), controller_port=free_port(),
                     redis_port=port)  # fmt: skip
