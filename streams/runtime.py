@@ -33,6 +33,7 @@ from sinks.redis_board import RedisAlarmBoard
 from streams.checkpoint import KindCheckpoint
 from streams.decode import RawMessage
 from streams.latest import LatestCollector
+from streams.live_alarms import LiveAlarms
 from streams.metrics import Metrics
 from streams.notifications import build_archive, build_notifier
 from streams.pipeline import BatchResult, KindPipeline, wall_clock_ms
@@ -62,6 +63,8 @@ class Runtime:
         # one Redis client (connection pool) for the board, the alarm store and the operator API
         self.redis = aioredis.Redis.from_url(settings.redis_url)
         self.board = RedisAlarmBoard(self.redis, settings.namespace)
+        self.live_alarms = LiveAlarms(self.board)  # cityops_live_alarm for the boards (streams/live_alarms.py)
+        metrics.registry.register(self.live_alarms)
         self.archive = build_archive(topology, settings.data_dir)
         self.sinks: list[AlertSink] = [KafkaAlertSink(self.writer, topology.spec.topics.alerts)]
         if self.archive is not None:
@@ -96,6 +99,7 @@ class Runtime:
             await self._restore()
             if self.settings.delivery == "worker":  # else `cityops deliver` POSTs the outboxes
                 self.notifier.start()
+            self.live_alarms.start()
             self._started.set()
 
     async def reload(self) -> None:
@@ -205,6 +209,7 @@ class Runtime:
             m.budget_overruns.labels(kind).inc()
 
     async def close(self) -> None:
+        await self.live_alarms.close()
         await self.notifier.close()
         if self.archive is not None:
             await self.archive.close()

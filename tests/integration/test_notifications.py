@@ -145,6 +145,9 @@ async def test_one_gas_alarm_fires_escalates_and_clears_after_the_hold_and_its_c
         await produce(stack_cfg.bootstrap, topic, [gas(sensor, t0 + 10_000, 55.0)])
         await receiver.until(lambda: len(hook_alerts_of(receiver, key)) == 2 and len(cap_of(receiver, sensor)) == 2,
                              60, "the escalation", worker.assert_alive)
+        # the boards' map: the live alarm is on /metrics (refreshed from the Redis board every 5 s)
+        await receiver.until(lambda: metric(worker, "cityops_live_alarm", sensor_id=sensor, severity="critical") == 1,
+                             30, "cityops_live_alarm of the escalated alarm", worker.assert_alive)
         # below the deadband from t0+20 s; held 10 s at t0+30 s, 25 s at t0+45 s
         await produce(stack_cfg.bootstrap, topic, [gas(sensor, t0 + s * 1000, 10.0) for s in (20, 30, 45)])
         await receiver.until(lambda: len(hook_alerts_of(receiver, key)) == 3 and len(cap_of(receiver, sensor)) == 3,
