@@ -21,12 +21,14 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local stack: real Kafka 
 alerts_app = typer.Typer(no_args_is_help=True, help="Alarm events on the alerts topic.")
 topology_app = typer.Typer(no_args_is_help=True, help="Validate topology.yaml and its sensor catalog.")
 bench_app = typer.Typer(no_args_is_help=True, help="Offline benchmarks of the detectors.")
+dashboards_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards: build the JSON, push them to a Grafana.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(topology_app, name="topology")
 app.add_typer(bench_app, name="bench")
 app.add_typer(alarms_app, name="alarms")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(dashboards_app, name="dashboards")
 
 TopologyOpt = Annotated[Path, typer.Option("--topology", "-t", help="topology.yaml to use", envvar="CITYOPS_TOPOLOGY")]
 
@@ -187,6 +189,34 @@ def demo(
         asyncio.run(run_demo(topo, Settings.from_env(topology=topology), duration, rate, cfg.root / "demo"))
     except KeyboardInterrupt:
         pass
+
+
+@dashboards_app.command("build")
+def dashboards_build(
+    out: Annotated[Path, typer.Option("--out", help="directory for the JSON files")] = Path("dashboards"),
+) -> None:
+    """Write dashboards/*.json from streams/dashboards.py (the one source of truth)."""
+    from streams.dashboards import write_all
+
+    for path in write_all(out):
+        typer.echo(f"wrote {path}")
+
+
+@dashboards_app.command("push")
+def dashboards_push(
+    url: Annotated[str, typer.Option("--url", help="Grafana base URL, e.g. http://grafana:3000")],
+    token: Annotated[Optional[str], typer.Option("--token", envvar="GRAFANA_TOKEN",
+                                                 help="service-account token (Editor); default $GRAFANA_TOKEN")] = None,
+    prometheus_url: Annotated[str, typer.Option("--prometheus-url", help="the data source URL, as Grafana reaches it")]
+    = "http://localhost:9090",
+    folder_uid: Annotated[Optional[str], typer.Option("--folder-uid", help="save into this folder")] = None,
+) -> None:
+    """Provision the Prometheus data source and every dashboard (idempotent)."""
+    from streams.grafana_push import push
+
+    result = push(url, token, prometheus_url, folder_uid=folder_uid)
+    typer.echo(f"data source cityops-prometheus {result.datasource} ({prometheus_url}); "
+               f"dashboards: {', '.join(result.dashboards)}")
 
 
 @bench_app.command("nab")
