@@ -31,6 +31,7 @@ from sinks.notifier import NotifyCounters
 from sinks.outbox import Counters
 from sinks.redis_board import RedisAlarmBoard
 from streams.checkpoint import KindCheckpoint
+from streams.deadletter import Reason
 from streams.decode import RawMessage
 from streams.latest import LatestCollector
 from streams.live_alarms import LiveAlarms
@@ -80,11 +81,34 @@ class Runtime:
             outbox_counters=Counters(hook=lambda event, sink: metrics.outbox_events.labels(sink, event).inc()),
             on_outbox_depth=metrics.set_outbox_depth,
         )
+        self._zero_series()
         self._started = asyncio.Event()
         self._lock = asyncio.Lock()
         # a kind's batch and a reload of its alarm levels must not interleave:
         # a reload in the middle of a batch would re-arm levels the batch is changing
         self._kind_locks = {kind: asyncio.Lock() for kind in self.pipelines}
+
+    def _zero_series(self) -> None:
+        """Create the labelled series the boards and alert rules read, at 0, so a query
+        over a quiet worker returns 0 rather than "No data"."""
+        m = self.metrics
+        steps = ["deadletter", *(type(sink).__name__ for sink in self.sinks), "RedisAlarmBoard", "AlarmStore", "Notifier"]
+        for kind in self.pipelines:
+            m.budget_overruns.labels(kind)
+            m.active_alarms.labels(kind)
+            for reason in Reason:
+                m.deadletters.labels(kind, reason.value)
+            for step in steps:
+                m.sink_retries.labels(kind, step)
+        for route in self.notifier.routes:
+            for outcome in ("sent", "released", "repeated"):
+                m.notifications.labels(route.name, outcome)
+            for event in ("delivered", "retried", "dead", "redis_errors"):
+                m.outbox_events.labels(route.name, event)
+            if self.settings.delivery == "worker":  # else `cityops deliver` exports the depth
+                m.set_outbox_depth(route.name, 0, 0)
+        for outcome in ("muted_silence", "muted_inhibit"):
+            m.notifications.labels("all", outcome)
 
     def _checkpoint(self, kind: str) -> KindCheckpoint:
         pipeline = self.pipelines[kind]
