@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
@@ -32,6 +34,7 @@ from streams.demo_receiver import DemoReceiver
 from streams.errors import CityOpsError
 from streams.kafka_clients import start_client
 from streams.settings import Settings
+from streams.stack.prometheus import PrometheusProcess
 from streams.tail import _COLUMNS, render
 from streams.topology import Topology
 
@@ -57,6 +60,32 @@ class DemoTally:
 
     def by_kind_severity(self) -> Counter[tuple[str, str]]:
         return Counter(self.worst.values())
+
+
+DEMO_NAMESPACE = "demo"
+
+
+async def _clear_namespace(redis_url: str, namespace: str) -> int:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"cityops:{namespace}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.unlink(*keys[start:start + 1000])
+        return len(keys)
+    finally:
+        await client.aclose()
+
+
+def _prometheus_port() -> int:
+    """$CITYOPS_PROMETHEUS_PORT, else 9090, else any free port (9090 taken)."""
+    wanted = int(os.environ.get("CITYOPS_PROMETHEUS_PORT", "9090"))
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", wanted))
+            return wanted
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
 
 
 def _cityops() -> str:
@@ -125,17 +154,29 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
     env.setdefault("CITYOPS_CAP_URL", receiver.cap_url)
     env.setdefault("CITYOPS_WEBHOOK_URL", receiver.hook_url)
     env.setdefault("CITYOPS_OPERATOR_TOKENS", "demo:demo-token")
+    # every demo is a fresh simulated city: its own Redis namespace, emptied first, so the
+    # state of an earlier demo (sensors "silent" since then, meter registers) raises nothing
+    env.setdefault("CITYOPS_NAMESPACE", DEMO_NAMESPACE)
+    if env["CITYOPS_NAMESPACE"] == DEMO_NAMESPACE:
+        cleared = await _clear_namespace(settings.redis_url, DEMO_NAMESPACE)
+        console.print(f"[dim]Redis namespace {DEMO_NAMESPACE!r}: {cleared} keys of an earlier demo removed[/dim]")
     consumer = AIOKafkaConsumer(topology.spec.topics.alerts, bootstrap_servers=settings.bootstrap,
                                 group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
     await start_client(consumer, settings.bootstrap)
     await consumer.seek_to_end()
     worker = sim = None
+    prometheus: PrometheusProcess | None = None
     tally, stop, completed = DemoTally(), asyncio.Event(), False
     follower = asyncio.create_task(_follow(consumer, console, tally, stop))
     try:
         worker = _start(["worker", "--topology", str(topology.path), "--loglevel", "warn"], workdir / "worker.log", env)
         console.print(f"[dim]worker started (pid {worker.pid}), log {workdir / 'worker.log'}; waiting for it...[/dim]")
         await asyncio.to_thread(_wait_healthy, settings.web_port, worker, workdir / "worker.log")
+        prometheus = PrometheusProcess(workdir / "prometheus", [f"127.0.0.1:{settings.web_port}"], _prometheus_port())
+        await asyncio.to_thread(prometheus.wait_ready)
+        console.print(f"[dim]Prometheus (real, scraping the worker every second, with the pipeline's alert rules): "
+                      f"{prometheus.url}  ·  boards: cityops dashboards push --url <grafana> "
+                      f"--prometheus-url {prometheus.url}[/dim]")
         sim_args = ["simulate", "--rate", str(rate), "--duration", str(duration_s if duration_s > 0 else 10**9),
                     "--truth", str(workdir / "truth.jsonl"), "--topology", str(topology.path)]
         sim = _start(sim_args, workdir / "simulate.log", env)
@@ -155,6 +196,8 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
             await asyncio.wait_for(follower, 5)
         _stop(sim)
         processed = readings_processed(settings.web_port)
+        if prometheus is not None:
+            prometheus.stop()
         _stop(worker)
         await consumer.stop()
         await receiver.stop()

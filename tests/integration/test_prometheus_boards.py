@@ -10,23 +10,18 @@ each alert rule's query (its expression without the final threshold comparison) 
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from streams.dashboards import build_all
 from streams.stack import StackConfig
+from streams.stack.prometheus import RULES, PrometheusProcess
 from streams.topology import Topology
 from tests.integration.conftest import REPO, WorkerProcess, free_port, wait_for
 from tests.integration.receiver import NotificationReceiver
@@ -34,48 +29,7 @@ from tests.integration.test_notifications import configure, receiver  # noqa: F4
 
 pytestmark = pytest.mark.integration
 
-RULES = REPO / "docker" / "prometheus" / "cityops-rules.yml"
 _THRESHOLD = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[-0-9.e]+\s*$")
-
-
-class Prometheus:
-    def __init__(self, tmp_path: Path, worker_port: int) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            pytest.fail("prometheus is not installed: run `make test` (`cityops stack up` installs it)")
-        self.port = free_port()
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": "cityops", "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}]}],
-        }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log = (tmp_path / "prometheus.log").open("ab")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(self._ready, 60, f"Prometheus ready on :{self.port} (log {tmp_path / 'prometheus.log'})")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited {self.proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            body = json.loads(resp.read())
-        assert body["status"] == "success", body
-        return list(body["data"]["result"])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-        self.log.close()
 
 
 def queries() -> Iterator[tuple[str, str]]:
@@ -94,7 +48,8 @@ def test_every_panel_and_rule_returns_data_from_a_running_pipeline(
 ) -> None:
     configure(isolated_topology, worker, receiver)
     worker.start()
-    prometheus = Prometheus(tmp_path, worker.web_port)
+    prometheus = PrometheusProcess(tmp_path / "prometheus", [f"127.0.0.1:{worker.web_port}"], free_port())
+    prometheus.wait_ready()
     cityops = str(Path(sys.executable).with_name("cityops"))
     log = (tmp_path / "simulate.log").open("ab")
     sim = subprocess.Popen([cityops, "simulate", "--rate", "300", "--duration", "90", "--seed", "7",
