@@ -221,6 +221,8 @@ def pipeline() -> dict[str, Any]:
         timeseries("各阶段耗时 p95 / Stage time p95", (
             "histogram_quantile(0.95, sum by (le, stage) (rate(cityops_stage_seconds_bucket[5m])))", "{{stage}}"),
             unit="s"),
+        timeseries("消费滞后（各分区） / Consumer lag per partition",
+                   ("max by (kind, partition) (cityops_consumer_lag)", "{{kind}} p{{partition}}")),
         timeseries("超出延迟预算 / Budget overruns",
                    ("sum by (kind) (increase(cityops_budget_overruns_total[5m]))", "{{kind}}")),
         timeseries("死信（按原因） / Dead letters by reason",

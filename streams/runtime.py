@@ -34,6 +34,7 @@ from streams.checkpoint import KindCheckpoint
 from streams.deadletter import Reason
 from streams.decode import RawMessage
 from streams.latest import LatestCollector
+from streams.lag import ConsumerLag
 from streams.live_alarms import LiveAlarms
 from streams.metrics import Metrics
 from streams.notifications import build_archive, build_notifier
@@ -66,6 +67,8 @@ class Runtime:
         self.board = RedisAlarmBoard(self.redis, settings.namespace)
         self.live_alarms = LiveAlarms(self.board)  # cityops_live_alarm for the boards (streams/live_alarms.py)
         metrics.registry.register(self.live_alarms)
+        self.lag = ConsumerLag(settings.bootstrap, settings.app_id, topology.input_topics())  # cityops_consumer_lag
+        metrics.registry.register(self.lag)
         self.archive = build_archive(topology, settings.data_dir)
         self.sinks: list[AlertSink] = [KafkaAlertSink(self.writer, topology.spec.topics.alerts)]
         if self.archive is not None:
@@ -124,6 +127,7 @@ class Runtime:
             if self.settings.delivery == "worker":  # else `cityops deliver` POSTs the outboxes
                 self.notifier.start()
             self.live_alarms.start()
+            self.lag.start()
             self._started.set()
 
     async def reload(self) -> None:
@@ -234,6 +238,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.live_alarms.close()
+        await self.lag.close()
         await self.notifier.close()
         if self.archive is not None:
             await self.archive.close()

@@ -29,7 +29,7 @@ from tests.integration.test_notifications import configure, receiver  # noqa: F4
 
 pytestmark = pytest.mark.integration
 
-_THRESHOLD = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[-0-9.e]+\s*$")
+_COMPARISON = re.compile(r"\s+(==|!=|>=|<=|>|<)\s")
 
 
 def queries() -> Iterator[tuple[str, str]]:
@@ -39,7 +39,17 @@ def queries() -> Iterator[tuple[str, str]]:
             for target in panel["targets"]:
                 yield f"{name}: {panel['title']} [{target['refId']}]", target["expr"]
     for rule in yaml.safe_load(RULES.read_text())["groups"][0]["rules"]:
-        yield f"rule {rule['alert']}", _THRESHOLD.sub("", rule["expr"].strip())
+        yield f"rule {rule['alert']}", rule_query(rule["expr"])
+
+
+def rule_query(expr: str) -> str:
+    """The expression up to its first comparison outside parentheses: what the rule watches."""
+    depth = 0
+    for i, char in enumerate(expr):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and _COMPARISON.match(expr, i):
+            return expr[:i].strip()
+    return expr.strip()
 
 
 def test_every_panel_and_rule_returns_data_from_a_running_pipeline(

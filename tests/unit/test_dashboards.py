@@ -28,7 +28,8 @@ from streams.metrics import Metrics
 from tests.unit.test_topology import REPO
 
 MODELS = build_all()
-COLLECTOR_METRICS = {"cityops_latest_value", "cityops_latest_score", "cityops_live_alarm"}  # custom collectors
+# custom collectors (streams/latest.py, live_alarms.py, lag.py), registered by the Runtime
+COLLECTOR_METRICS = {"cityops_latest_value", "cityops_latest_score", "cityops_live_alarm", "cityops_consumer_lag"}
 
 
 def panels() -> Iterator[tuple[str, dict[str, Any]]]:

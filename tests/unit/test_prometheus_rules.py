@@ -13,6 +13,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from streams.metrics import Metrics
+from tests.unit.test_dashboards import COLLECTOR_METRICS
 from tests.unit.test_topology import REPO
 
 RULES = REPO / "docker" / "prometheus" / "cityops-rules.yml"
@@ -40,7 +41,7 @@ def test_the_rules_pass_their_promtool_unit_tests() -> None:
 def test_every_rule_names_metrics_the_worker_exports() -> None:
     registry = CollectorRegistry()
     Metrics.create(registry)
-    exported: set[str] = set()
+    exported: set[str] = set(COLLECTOR_METRICS)
     for family in registry.collect():
         exported.add(family.name)
         exported.update(sample.name for sample in family.samples)

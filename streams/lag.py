@@ -1,0 +1,84 @@
+"""Consumer lag per input partition: how far the workers' consumer group is behind.
+
+``cityops_consumer_lag{kind, partition}`` = the partition's end offset minus the group's
+committed offset (all of the end offset while nothing is committed yet), read every
+``period_s`` with an admin client and an offset-only consumer, outside Faust, as lag
+exporters do. Every worker exports the whole group's lag (it is one group), so boards
+take ``max by (kind, partition)``. A scrape reads the last copy; it never waits on Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerLag(Collector):
+    def __init__(self, bootstrap: str, group: str, topics: Mapping[str, str], period_s: float = 10.0) -> None:
+        self.bootstrap, self.group, self.topics, self.period_s = bootstrap, group, dict(topics), period_s  # topic -> kind
+        self.lag: dict[tuple[str, int], int] = {}  # (kind, partition) -> messages behind
+        self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> None:
+        if self._admin is None or self._offsets is None:
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+            await self._admin.start()
+            await self._offsets.start()
+        described = await self._admin.describe_topics(list(self.topics))  # per refresh: partitions added are seen
+        partitions = [TopicPartition(topic["topic"], p["partition"]) for topic in described
+                      if topic["error_code"] == 0 for p in topic["partitions"]]
+        if not partitions:
+            return
+        ends = await self._offsets.end_offsets(partitions)
+        committed = await self._admin.list_consumer_group_offsets(self.group, partitions=partitions)
+        lag = {}
+        for tp in partitions:
+            done = committed.get(tp)
+            position = done.offset if done is not None and done.offset >= 0 else 0
+            lag[(self.topics[tp.topic], tp.partition)] = max(0, ends[tp] - position)
+        self.lag = lag
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("cityops_consumer_lag", "Messages of an input partition not yet committed by the "
+                                   "workers' consumer group (end offset - committed offset)", labels=["kind", "partition"])
+        for (kind, partition), behind in sorted(self.lag.items()):
+            family.add_metric([kind, str(partition)], float(behind))
+        yield family
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except (KafkaError, OSError) as exc:  # keep the last copy; the worker logs Kafka outages itself
+                log.warning("consumer lag: reading offsets failed (%r)", exc)
+            await asyncio.sleep(self.period_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="cityops-consumer-lag")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(KafkaError, OSError):
+            if self._offsets is not None:
+                await self._offsets.stop()
+            if self._admin is not None:
+                await self._admin.close()
+        self._admin = self._offsets = None
