@@ -155,7 +155,7 @@ def air() -> dict[str, Any]:
         timeseries("PM2.5 各镇街平均 / PM2.5 by district", (
             'avg by (district) (cityops_latest_value{kind="air", quantity="pm25"})', "{{district}}"),
             unit="conμgm3", thresholds=[(75, "orange"), (115, "red")]),
-        timeseries("NO₂ / O₃ 全市平均 / city average", (
+        timeseries("NO₂、O₃ 全市平均 / NO2 and O3, city average", (
             'avg(cityops_latest_value{kind="air", quantity="no2"})', "NO2"),
             ('avg(cityops_latest_value{kind="air", quantity="o3"})', "O3"), unit="conμgm3"),
     ])
@@ -223,6 +223,8 @@ def pipeline() -> dict[str, Any]:
             unit="s"),
         timeseries("消费滞后（各分区） / Consumer lag per partition",
                    ("max by (kind, partition) (cityops_consumer_lag)", "{{kind}} p{{partition}}")),
+        timeseries("超时报警（按规则） / Alarms later than the budget, per rule",
+                   ("sum by (kind, rule) (increase(cityops_alarm_budget_overruns_total[5m]))", "{{kind}} {{rule}}")),
         timeseries("超出延迟预算 / Budget overruns",
                    ("sum by (kind) (increase(cityops_budget_overruns_total[5m]))", "{{kind}}")),
         timeseries("死信（按原因） / Dead letters by reason",

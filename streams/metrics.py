@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -33,6 +33,7 @@ class Metrics:
     outbox_waiting: Gauge
     outbox_dead: Gauge
     alarm_latency: Histogram
+    alarm_budget_overruns: Counter
     batch_latency: Histogram
     alarms_by_district: Counter
     alarms_by_department: Counter
@@ -89,6 +90,11 @@ class Metrics:
                 "Reading to alarm: from the Kafka timestamp of the oldest message of the alarm's batch to the alarm "
                 "being durable on the alerts topic and in Redis (an upper bound per alarm), per alarm event",
                 ("kind",), registry=registry, buckets=_LATENCY_BUCKETS,
+            ),
+            alarm_budget_overruns=counter(
+                "cityops_alarm_budget_overruns",
+                "Alarm events later than their kind's latency budget (cityops_alarm_latency_seconds over budget_ms)",
+                ("kind", "rule"),
             ),
             batch_latency=Histogram(
                 "cityops_batch_latency_seconds",

@@ -96,8 +96,10 @@ class Runtime:
         over a quiet worker returns 0 rather than "No data"."""
         m = self.metrics
         steps = ["deadletter", *(type(sink).__name__ for sink in self.sinks), "RedisAlarmBoard", "AlarmStore", "Notifier"]
-        for kind in self.pipelines:
+        for kind, pipeline in self.pipelines.items():
             m.budget_overruns.labels(kind)
+            for kind_route in pipeline.routes:
+                m.alarm_budget_overruns.labels(kind, kind_route.evaluator.spec.rule)
             m.active_alarms.labels(kind)
             for reason in Reason:
                 m.deadletters.labels(kind, reason.value)
@@ -165,8 +167,11 @@ class Runtime:
         seconds = max(0.0, (now_ms - oldest) / 1000)
         self.metrics.batch_latency.labels(kind).observe(seconds)
         alarm_latency = self.metrics.alarm_latency.labels(kind)
-        for _ in result.alerts:
+        late = seconds > self.topology.kind(kind).batch.budget_ms / 1000
+        for alert in result.alerts:
             alarm_latency.observe(seconds)
+            if late:
+                self.metrics.alarm_budget_overruns.labels(kind, alert.rule).inc()
 
     async def _handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
         result = self.pipelines[kind].process(messages, wall_clock_ms())

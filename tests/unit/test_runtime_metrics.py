@@ -71,3 +71,16 @@ async def test_alarm_events_are_counted_per_district_and_department_and_state_si
     assert registry.get_sample_value("cityops_sensors_tracked", {"kind": "hazmat", "catalog": "yes"}) == catalog_hazmat
     state = registry.get_sample_value("cityops_detector_state_bytes", {"kind": "hazmat"})
     assert state is not None and state >= catalog_hazmat * 100  # ~dozens of detector/route fields per sensor
+
+
+async def test_alarms_later_than_their_kinds_budget_are_counted_per_rule(runtime: Runtime) -> None:
+    budget_ms = runtime.topology.kind("hazmat").batch.budget_ms
+    on_time = [RawMessage(b"{}", None, "t", 0, 1, NOW_MS - budget_ms + 10)]
+    late = [RawMessage(b"{}", None, "t", 0, 2, NOW_MS - budget_ms - 10)]
+    result = BatchResult(alerts=[alert(1, "Humen", ["emergency"])], dead=[], n_messages=1, n_readings=1,
+                         n_unknown_sensors=0)
+    runtime._observe_latency("hazmat", result, on_time, NOW_MS)
+    labels = {"kind": "hazmat", "rule": "gas_lel_alarm"}
+    assert runtime.metrics.registry.get_sample_value("cityops_alarm_budget_overruns_total", labels) == 0
+    runtime._observe_latency("hazmat", result, late, NOW_MS)
+    assert runtime.metrics.registry.get_sample_value("cityops_alarm_budget_overruns_total", labels) == 1
