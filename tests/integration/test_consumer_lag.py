@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
@@ -16,6 +19,20 @@ from tests.integration.conftest import produce
 pytestmark = pytest.mark.integration
 
 
+async def refreshed(lag: ConsumerLag, deadline_s: float = 30.0) -> None:
+    """``lag.refresh()``, once the broker has a group coordinator: on a broker started
+    moments ago (a fresh CI stack) __consumer_offsets is created by the first request."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            await lag.refresh()
+            return
+        except GroupCoordinatorNotAvailableError:
+            if time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.5)  # poll period
+
+
 async def test_lag_is_what_the_group_has_not_committed(stack_cfg: stack.StackConfig) -> None:
     topic, group = f"city.lagtest.{uuid.uuid4().hex[:8]}", f"lag-{uuid.uuid4().hex[:8]}"
     stack.ensure_topics(stack_cfg.bootstrap, [(topic, 2)])
@@ -24,7 +41,7 @@ async def test_lag_is_what_the_group_has_not_committed(stack_cfg: stack.StackCon
     registry = CollectorRegistry()
     registry.register(lag)
     try:
-        await lag.refresh()
+        await refreshed(lag)
         values = {p: registry.get_sample_value("cityops_consumer_lag", {"kind": "hazmat", "partition": str(p)})
                   for p in (0, 1)}
         assert sorted(values.values()) == [0.0, 7.0], values  # nothing committed yet: all 7 behind
@@ -36,7 +53,7 @@ async def test_lag_is_what_the_group_has_not_committed(stack_cfg: stack.StackCon
             await committer.commit({TopicPartition(topic, busy): OffsetAndMetadata(5, "")})
         finally:
             await committer.stop()
-        await lag.refresh()
+        await refreshed(lag)
         assert registry.get_sample_value("cityops_consumer_lag", {"kind": "hazmat", "partition": str(busy)}) == 2.0
     finally:
         await lag.close()
