@@ -405,7 +405,7 @@ class AlarmStore:
         out: list[Alarm] = []
         async for alarm in self._scan(state):
             if ((state is None or alarm.state == state) and (kind is None or alarm.kind == kind)
-                    and (district is None or alarm.district == district) and _rank(alarm.severity) >= floor):
+                    and (district is None or alarm.district == district) and Severity.rank_of(alarm.severity) >= floor):
                 out.append(alarm)
                 if len(out) >= limit:
                     break
@@ -441,16 +441,9 @@ _COMMENT = msgspec.json.Decoder(Comment)
 _STATES: frozenset[str] = frozenset(get_args(State))
 
 
-def _rank(severity: str) -> int:
-    try:
-        return Severity(severity).rank
-    except ValueError:
-        return 0
-
-
 def _event_args(alert: Alert) -> list[str | int]:
     """The 18 values per event that _APPLY reads (ARGV[i] .. ARGV[i + 17])."""
-    rank = _rank(alert.severity)
+    rank = Severity.rank_of(alert.severity)
     if rank == 0 or alert.status not in ("firing", "updated", "resolved"):
         msg = f"alert {alert.alert_id} ({alert.alarm_key}): bad severity {alert.severity!r} or status {alert.status!r}"
         raise AlarmStoreError(msg)

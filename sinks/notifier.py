@@ -109,7 +109,7 @@ class Route:
     def takes_new(self, alert: Alert) -> bool:
         return (
             (self.departments is None or not self.departments.isdisjoint(alert.departments))
-            and _rank(alert.severity) >= self.min_severity.rank
+            and Severity.rank_of(alert.severity) >= self.min_severity.rank
         )
 
 
@@ -119,13 +119,6 @@ def _parse_held(raw: Mapping[bytes, bytes]) -> dict[str, tuple[int, str]]:
         start, _, site = value.decode().partition("|")
         out[key.decode()] = (int(start), site)
     return out
-
-
-def _rank(severity: str) -> int:
-    try:
-        return Severity(severity).rank
-    except ValueError:
-        return 0
 
 
 @dataclass
@@ -316,7 +309,7 @@ class Notifier:
             if not known:
                 view[key] = plan.opened[key] = start
             plan.starts[key] = view[key]
-            if route.repeat and _rank(alert.severity) in self.repeat_ranks:
+            if route.repeat and Severity.rank_of(alert.severity) in self.repeat_ranks:
                 plan.repeat_drop.discard(key)
                 plan.repeat_add.setdefault(key, now_ms + self.repeat_interval_ms)
             elif route.repeat:
@@ -382,7 +375,7 @@ class Notifier:
                     continue  # it ended (or fell below what this receiver takes) while held
                 plan.selected.append(alert)
                 plan.starts[key] = plan.opened[key] = start
-                if route.repeat and _rank(alert.severity) in self.repeat_ranks:
+                if route.repeat and Severity.rank_of(alert.severity) in self.repeat_ranks:
                     plan.repeat_add[key] = now_ms + self.repeat_interval_ms
         await asyncio.gather(*[
             route.sink.write_batch(plans[route.name].selected, plans[route.name].starts)
@@ -415,7 +408,7 @@ class Notifier:
             alarm, alert = alarms.get(key), live.get(key)
             route = routes.get(receiver)
             if (route is None or alert is None or alarm is None or alarm.state != "ACTIVE_UNACK"
-                    or _rank(alarm.severity) not in self.repeat_ranks):
+                    or Severity.rank_of(alarm.severity) not in self.repeat_ranks):
                 stale.append(member)
             else:
                 send.append((route, alert, at, member))

@@ -33,7 +33,7 @@ from sinks.base import Alert
 from streams.demo_receiver import DemoReceiver
 from streams.errors import CityOpsError
 from streams.kafka_clients import start_client
-from streams.settings import Settings
+from streams.settings import Settings, env_port
 from streams.stack.prometheus import PrometheusProcess
 from streams.tail import _COLUMNS, render
 from streams.topology import Topology
@@ -78,7 +78,7 @@ async def _clear_namespace(redis_url: str, namespace: str) -> int:
 
 def _prometheus_port() -> int:
     """$CITYOPS_PROMETHEUS_PORT, else 9090, else any free port (9090 taken)."""
-    wanted = int(os.environ.get("CITYOPS_PROMETHEUS_PORT", "9090"))
+    wanted = env_port(os.environ, "CITYOPS_PROMETHEUS_PORT", 9090)
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", wanted))

@@ -9,9 +9,7 @@ take ``max by (kind, partition)``. A scrape reads the last copy; it never waits 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from collections.abc import Iterator, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,16 +18,18 @@ from aiokafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-log = logging.getLogger(__name__)
+from streams.periodic import PeriodicRefresh
 
 
-class ConsumerLag(Collector):
+class ConsumerLag(PeriodicRefresh, Collector):
+    errors = (KafkaError, OSError)  # the worker logs Kafka outages itself
+    task_name = "cityops-consumer-lag"
+
     def __init__(self, bootstrap: str, group: str, topics: Mapping[str, str], period_s: float = 10.0) -> None:
         self.bootstrap, self.group, self.topics, self.period_s = bootstrap, group, dict(topics), period_s  # topic -> kind
         self.lag: dict[tuple[str, int], int] = {}  # (kind, partition) -> messages behind
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
         if self._admin is None or self._offsets is None:
@@ -58,24 +58,8 @@ class ConsumerLag(Collector):
             family.add_metric([kind, str(partition)], float(behind))
         yield family
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except (KafkaError, OSError) as exc:  # keep the last copy; the worker logs Kafka outages itself
-                log.warning("consumer lag: reading offsets failed (%r)", exc)
-            await asyncio.sleep(self.period_s)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="cityops-consumer-lag")
-
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.stop()
         with contextlib.suppress(KafkaError, OSError):
             if self._offsets is not None:
                 await self._offsets.stop()

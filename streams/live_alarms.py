@@ -13,9 +13,6 @@ whatever partitions it owns. A scrape never touches Redis: it reads the last cop
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily
@@ -24,18 +21,19 @@ from redis.exceptions import RedisError
 
 from sinks.base import Alert
 from sinks.redis_board import RedisAlarmBoard
-
-log = logging.getLogger(__name__)
+from streams.periodic import PeriodicRefresh
 
 LABELS = ("kind", "rule", "severity", "level", "sensor_id", "site_id", "district", "lat", "lon")
 
 
-class LiveAlarms(Collector):
+class LiveAlarms(PeriodicRefresh, Collector):
+    errors = (RedisError, OSError)  # the worker's own retries report a Redis outage
+    task_name = "cityops-live-alarms"
+
     def __init__(self, board: RedisAlarmBoard, period_s: float = 5.0) -> None:
         self.board, self.period_s = board, period_s
         self.alarms: list[Alert] = []
         self.refreshed = False
-        self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
         self.alarms = await self.board.active()
@@ -51,21 +49,5 @@ class LiveAlarms(Collector):
             ], 1.0)
         yield family
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except (RedisError, OSError) as exc:  # keep the last copy; the worker's own retries say more
-                log.warning("live alarms for /metrics: reading the board failed (%r)", exc)
-            await asyncio.sleep(self.period_s)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="cityops-live-alarms")
-
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.stop()

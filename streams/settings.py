@@ -29,12 +29,12 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {
-            "bootstrap": env.get("CITYOPS_BOOTSTRAP", f"127.0.0.1:{_port(env, 'CITYOPS_KAFKA_PORT', 9092)}"),
-            "redis_url": env.get("CITYOPS_REDIS_URL", f"redis://127.0.0.1:{_port(env, 'CITYOPS_REDIS_PORT', 6379)}/0"),
+            "bootstrap": env.get("CITYOPS_BOOTSTRAP", f"127.0.0.1:{env_port(env, 'CITYOPS_KAFKA_PORT', 9092)}"),
+            "redis_url": env.get("CITYOPS_REDIS_URL", f"redis://127.0.0.1:{env_port(env, 'CITYOPS_REDIS_PORT', 6379)}/0"),
             "topology": Path(env.get("CITYOPS_TOPOLOGY", "topology.yaml")),
             "namespace": env.get("CITYOPS_NAMESPACE", "live"),
             "app_id": env.get("CITYOPS_APP_ID", "cityops"),
-            "web_port": _port(env, "CITYOPS_WEB_PORT", 6066),
+            "web_port": env_port(env, "CITYOPS_WEB_PORT", 6066),
             "data_dir": Path(env.get("CITYOPS_DATA_DIR", ".stack/worker")),
             "delivery": _choice(env, "CITYOPS_DELIVERY", ("worker", "separate"), "worker"),
         }
@@ -42,7 +42,8 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
+def env_port(env: Mapping[str, str], name: str, default: int) -> int:
+    """A TCP port from the environment; ConfigError names the variable and the fix."""
     text = env.get(name)
     if text is None:
         return default

@@ -24,6 +24,14 @@ class Severity(enum.Enum):
     def rank(self) -> int:
         return _SEVERITY_RANK[self]
 
+    @classmethod
+    def rank_of(cls, name: str) -> int:
+        """The rank of a severity name; 0 for a name that is none (an alert from elsewhere)."""
+        try:
+            return cls(name).rank
+        except ValueError:
+            return 0
+
     @property
     def colour(self) -> str:
         """Emergency Response Law colour: red I > orange II > yellow III > blue IV."""

@@ -74,17 +74,3 @@ def _require_debian_binary(log: Log, binary: str, package: str, hint: str) -> st
     if found is None:
         raise StackError(f"{binary} still not on PATH after apt-get; run: {hint}")
     return found
-    log("redis: redis-server not found, installing it with apt-get (Debian package redis-server)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "redis-server"]):
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise StackError(f"could not install Redis ({exc}); run: {REDIS_INSTALL}") from exc
-        if res.returncode != 0:
-            tail = _tail_text(res.stdout + res.stderr, 10)
-            raise StackError(f"`{' '.join(cmd)}` failed:\n{tail}\nInstall Redis: {REDIS_INSTALL}")
-    found = shutil.which("redis-server")
-    if found is None:
-        raise StackError(f"redis-server still not on PATH after apt-get; run: {REDIS_INSTALL}")
-    return found
