@@ -37,6 +37,12 @@ class ReadingBatch:
     quantity_idx: Int16Array  # index into the kind's quantity list (topology order)
     value: FloatArray  # always finite (the decoder dead-letters the rest)
     flag: UInt8Array  # HJ 212 flag code per row (copied from its reading)
+    # the Kafka partition each row came from (None: all from one, as in tests and benchmarks);
+    # event-time clocks are kept per partition (detectors/watermark.py)
+    partition: Int16Array | None = None
+    # partitions of this worker that delivered nothing for a while (streams/idle.py): their
+    # clock may follow the others' (Flink's idleness), so a silent partition is noticed
+    idle_partitions: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return int(self.value.shape[0])
@@ -61,7 +67,15 @@ class ReadingBatch:
             quantity_idx=self.quantity_idx[rows],
             value=self.value[rows],
             flag=self.flag[rows],
+            partition=None if self.partition is None else self.partition[rows],
+            idle_partitions=self.idle_partitions,
         )
+
+    def partitions(self) -> Int16Array:
+        """The partition of every row (zeros when the batch does not say)."""
+        if self.partition is None:
+            return np.zeros(len(self), np.int16)
+        return self.partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +124,9 @@ class DetectorContext:
     site_ids: tuple[str, ...] = ()
     site_names: tuple[str, ...] = ()
     limits: tuple[Mapping[str, float], ...] = field(default=())
+    # the input partition each catalog sensor's key hashes to (Kafka's default partitioner),
+    # so a sensor never heard is judged by the clock of the partition that would carry it
+    sensor_partitions: tuple[int, ...] = ()
 
 
 class Detector(Protocol):

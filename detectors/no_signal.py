@@ -85,6 +85,22 @@ class Silence:
     tick: IntArray
     periods: FloatArray
 
+    def mapped(self, members: IntArray, positions: IntArray | None) -> Silence:
+        """From a partition's local sensor indices and arrival positions to the batch's."""
+        at = self.at if positions is None else positions[self.at]
+        return Silence(at, members[self.who], self.tick, self.periods)
+
+    @staticmethod
+    def join(found: list[Silence]) -> Silence | None:
+        """Several partitions' silences as one, ordered by (arrival position, sensor)."""
+        if not found:
+            return None
+        if len(found) == 1:
+            return found[0]
+        at, who, tick, periods = (np.concatenate([getattr(f, k) for f in found]) for k in ("at", "who", "tick", "periods"))
+        order = np.lexsort((who, at))
+        return Silence(at[order], who[order], tick[order], periods[order])
+
 
 @dataclass(frozen=True, slots=True)
 class _Pieces:
@@ -97,6 +113,30 @@ class _Pieces:
     first: IntArray
     count: IntArray
     heard: BoolArray
+
+
+@dataclass(slots=True)
+class _View:
+    """The sensors one input partition carries, in a local index space: copies of their
+    state (written back by ``NoSignal._store``), and what their clock needs."""
+
+    partition: int
+    members: IntArray  # local index -> sensor_idx
+    last: IntArray
+    first: IntArray
+    count: IntArray
+    catalog: BoolArray  # tracked from the start of observation, heard or not
+    rank: int
+    floor_ms: int  # the clock is never below this (an idle partition follows the others)
+    start_ms: int  # the kind's start of observation (for a partition never heard)
+
+    @property
+    def n(self) -> int:
+        return int(self.members.shape[0])
+
+    def clock(self) -> int:
+        """The partition's watermark: the ``rank``-th newest of its sensors' newest event times."""
+        return max(_newest(self.last, self.rank), self.floor_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +155,9 @@ class _Track:
     start_seed: int
 
     @classmethod
-    def of(cls, det: NoSignal, sensor: Int32Array, t: IntArray, grouped: Segments | None) -> _Track:
-        n = det.state.n_sensors
-        last_s, first_s, count_s = (ints(det.state[k])[:n] for k in ("last_ms", "first_ms", "n_fresh"))
+    def of(cls, view: _View, sensor: IntArray, t: IntArray, grouped: Segments | None) -> _Track:
+        n = view.n
+        last_s, first_s, count_s = view.last, view.first, view.count
         g = group_by_sensor(sensor) if grouped is None else grouped
         gs, gt = sensor[g.order].astype(np.int64), t[g.order]
         seg_sensor = gs[g.head]
@@ -134,12 +174,12 @@ class _Track:
         fresh_arrival[g.order] = fresh
         running_first = np.minimum.accumulate(np.where(fresh_arrival, t, UNSET_MS))
         return cls(n, g.order, g, seg_sensor, np.maximum(newest, gt), first, count_s[seg_sensor][g.seg] + n_fresh,
-                   running_first, int(first_s.min(initial=UNSET_MS)))
+                   running_first, min(view.start_ms, int(first_s.min(initial=UNSET_MS))))
 
-    def pieces(self, det: NoSignal, crossing: IntArray) -> _Pieces:
+    def pieces(self, view: _View, crossing: IntArray) -> _Pieces:
         """Per sensor of the state: the crossings before its first reading of the batch (all,
         if it sends none); per reading: those between it and the sensor's next one."""
-        last_s, first_s, count_s = (ints(det.state[k])[: self.n] for k in ("last_ms", "first_ms", "n_fresh"))
+        last_s, first_s, count_s = view.last, view.first, view.count
         g, n_rows = self.segments, self.position.shape[0]
         upto = np.full(self.n, n_rows, np.int64)  # the first reading's arrival position
         upto[self.sensor] = self.position[g.head]
@@ -148,7 +188,7 @@ class _Track:
         nxt[g.tail] = n_rows
         everyone = np.arange(self.n, dtype=np.int64)
         seed_heard = last_s != NEVER_MS
-        tracked = seed_heard | (everyone < det.n_catalog)
+        tracked = seed_heard | view.catalog
         cat = np.concatenate
         sensor = cat((everyone[tracked], self.sensor[g.seg]))
         c_lo = cat((np.zeros(int(tracked.sum()), np.int64), np.searchsorted(crossing, self.position, side="right")))
@@ -160,11 +200,11 @@ class _Track:
         count = cat((count_s[tracked], self.count))
         return _Pieces(sensor[keep], c_lo[keep], c_hi[keep], last[keep], first[keep], count[keep], heard[keep])
 
-    def fold(self, det: NoSignal) -> None:
+    def fold(self, view: _View) -> None:
         tail = self.segments.tail
-        ints(det.state["last_ms"])[self.sensor] = self.last[tail]
-        ints(det.state["first_ms"])[self.sensor] = self.first[tail]
-        ints(det.state["n_fresh"])[self.sensor] = self.count[tail]
+        view.last[self.sensor] = self.last[tail]
+        view.first[self.sensor] = self.first[tail]
+        view.count[self.sensor] = self.count[tail]
 
 
 class NoSignal(StateBacked):
@@ -184,12 +224,23 @@ class NoSignal(StateBacked):
         self.tick_ms = max(1, round(context.expected_period_s * 1000))
         self.n_catalog = len(context.sensor_ids)
         self.clock_rank = clock_rank
-        # the rank used: a catalog of n sensors caps it at n - 1 (>= 1), so one silent
-        # sensor of a small kind cannot hold the clock back
-        self.rank = min(clock_rank, max(1, self.n_catalog - 1)) if self.n_catalog else clock_rank
+        # where each catalog sensor's key lands (all on 0 when the context does not say)
+        self.catalog_partition = np.zeros(self.n_catalog, np.int64)
+        if len(context.sensor_partitions) == self.n_catalog:
+            self.catalog_partition = np.asarray(context.sensor_partitions, np.int64)
+        # the rank used on a partition: n catalog sensors there cap it at n - 1 (>= 1), so
+        # one silent sensor of a small partition cannot hold its clock back
+        self.rank = self._rank(self.n_catalog)
+        # the clock floor of partitions that were idle (not checkpointed: after a restart a
+        # tick may be judged again, and the route's restored level absorbs the repeat)
+        self.floor_ms: dict[int, int] = {}
         self.state = SensorState(
-            {"last_ms": Field(np.int64, NEVER_MS), "first_ms": Field(np.int64, UNSET_MS), "n_fresh": Field(np.int64, 0)}
+            {"last_ms": Field(np.int64, NEVER_MS), "first_ms": Field(np.int64, UNSET_MS), "n_fresh": Field(np.int64, 0),
+             "partition": Field(np.int64, -1)}
         )
+
+    def _rank(self, n_catalog: int) -> int:
+        return min(self.clock_rank, max(1, n_catalog - 1)) if self.n_catalog else self.clock_rank
 
     # -- the Detector protocol ---------------------------------------------------------
     def score_and_update(self, batch: ReadingBatch) -> Scores:
@@ -197,20 +248,119 @@ class NoSignal(StateBacked):
         if len(readings) == 0:
             return Scores.none(MEASURE)
         self.resize(max(self.n_catalog, int(batch.sensor_idx.max()) + 1))
-        sensor = batch.sensor_idx[readings.row]
+        sensor = batch.sensor_idx[readings.row].astype(np.int64)
         t = batch.event_time_ms[readings.row]
-        return self._scores(batch, readings, self._scan(sensor, t, _grouped(batch, readings)))
+        part = batch.partitions()[readings.row].astype(np.int64)
+        heard = np.unique(part)
+        if heard.shape[0] == 1 and not batch.idle_partitions:  # the common case: no split needed
+            view = self._view(int(heard[0]))
+            local = self._local(view, sensor)
+            silence = self._scan(view, local, t, _grouped(batch, readings))
+            found = [] if silence is None else [silence.mapped(view.members, None)]
+        else:
+            found = self._scan_partitions(sensor, t, part, heard)
+        clocks = [self._view(int(q)).clock() for q in heard]
+        found += self._idle(set(batch.idle_partitions) - set(heard.tolist()), min(clocks), len(readings))
+        return self._scores(batch, readings, Silence.join(found))
 
-    def _scan(self, sensor: Int32Array, t: IntArray, grouped: Segments | None) -> Silence | None:
+    def _scan_partitions(self, sensor: IntArray, t: IntArray, part: IntArray, heard: IntArray) -> list[Silence]:
+        """Each partition's readings against that partition's own clock: how fast another
+        partition is consumed cannot make this one's sensors look silent."""
+        found = []
+        for q in heard.tolist():
+            sel = np.flatnonzero(part == q)
+            view = self._view(q)
+            silence = self._scan(view, self._local(view, sensor[sel]), t[sel], None)
+            if silence is not None:
+                found.append(silence.mapped(view.members, sel))
+        return found
+
+    def _view(self, partition: int) -> _View:
+        """The sensors ``partition`` carries: heard there last, or (never heard) hashed there."""
+        n = self.state.n_sensors
+        recorded = ints(self.state["partition"])[:n]
+        where = recorded.copy()
+        unheard = where[: self.n_catalog] < 0
+        where[: self.n_catalog][unheard] = self.catalog_partition[unheard]
+        members = np.flatnonzero(where == partition)
+        first = ints(self.state["first_ms"])[members]
+        return _View(partition, members, ints(self.state["last_ms"])[members], first, ints(self.state["n_fresh"])[members],
+                     self._hashed_here(members, partition), self._rank(int(np.count_nonzero(self._hashed(partition)))),
+                     self.floor_ms.get(partition, NEVER_MS), int(first.min(initial=UNSET_MS)))
+
+    def _hashed(self, partition: int) -> BoolArray:
+        """Catalog sensors whose key the default partitioner puts on ``partition``."""
+        out: BoolArray = self.catalog_partition == partition
+        return out
+
+    def _hashed_here(self, members: IntArray, partition: int) -> BoolArray:
+        """Which ``members`` are tracked before they are heard: the catalog's sensors hashed to
+        this partition (one heard first elsewhere is not missed here before it arrives)."""
+        out: BoolArray = members < self.n_catalog
+        out[out] = self.catalog_partition[members[out]] == partition
+        return out
+
+    def _local(self, view: _View, sensor: IntArray) -> IntArray:
+        """Local indices of ``sensor`` in ``view``; sensors new to the partition join it."""
+        recorded = ints(self.state["partition"])
+        recorded[sensor] = view.partition  # a reading says where its sensor is now
+        joined = np.setdiff1d(sensor, view.members)
+        if joined.size:
+            self._extend(view, joined)
+        return np.searchsorted(view.members, sensor)
+
+    def _extend(self, view: _View, joined: IntArray) -> None:
+        members = np.union1d(view.members, joined)
+        pos = np.searchsorted(members, view.members)
+        for name, fill in (("last", NEVER_MS), ("first", UNSET_MS), ("count", 0)):
+            grown = np.full(members.shape[0], fill, np.int64)
+            grown[pos] = getattr(view, name)
+            grown[np.searchsorted(members, joined)] = ints(self.state[{"last": "last_ms", "first": "first_ms",
+                                                                       "count": "n_fresh"}[name]])[joined]
+            setattr(view, name, grown)
+        view.members = members
+        view.catalog = self._hashed_here(members, view.partition)
+
+    def _store(self, view: _View) -> None:
+        ints(self.state["last_ms"])[view.members] = view.last
+        ints(self.state["first_ms"])[view.members] = view.first
+        ints(self.state["n_fresh"])[view.members] = view.count
+
+    def _scan(self, view: _View, sensor: IntArray, t: IntArray, grouped: Segments | None) -> Silence | None:
         """Fold the readings (arrival order) into the state; the silences found at the
         tick crossings on the way, ordered by (arrival position, sensor)."""
-        track = _Track.of(self, sensor, t, grouped)
-        crossing, tick = self._crossings(track)
-        silence = self._silences(track, crossing, tick) if crossing.size else None
-        track.fold(self)
+        track = _Track.of(view, sensor, t, grouped)
+        crossing, tick = self._crossings(track, view)
+        silence = self._silences(track, view, crossing, tick) if crossing.size else None
+        track.fold(view)
+        self._store(view)
         return silence
 
-    def _crossings(self, track: _Track) -> tuple[IntArray, IntArray]:
+    def _idle(self, idle: set[int], kind_clock: int, n_readings: int) -> list[Silence]:
+        """Idle partitions follow the clock of the partitions heard in this batch (the kind's
+        watermark, Flink's idleness): their sensors, none of them speaking, are judged at
+        the newest tick it passed."""
+        found = []
+        for q in sorted(idle):
+            view = self._view(q)
+            before = view.clock()
+            self.floor_ms[q] = max(before, kind_clock)
+            if kind_clock == NEVER_MS or (before != NEVER_MS and kind_clock // self.tick_ms <= before // self.tick_ms):
+                continue
+            tick = kind_clock // self.tick_ms * self.tick_ms
+            heard = view.last != NEVER_MS
+            tracked = np.flatnonzero(heard | view.catalog)
+            start = min(view.start_ms, int(ints(self.state["first_ms"]).min(initial=UNSET_MS)))
+            since = np.where(heard[tracked], view.last[tracked], start)
+            periods = (tick - since) / self._period(view.last[tracked], view.first[tracked], view.count[tracked])
+            silent = np.flatnonzero((periods >= self.report_after_periods) & (since != UNSET_MS))
+            if silent.size:
+                who = view.members[tracked[silent]]
+                found.append(Silence(np.full(who.shape[0], n_readings, np.int64), who,
+                                     np.full(who.shape[0], tick, np.int64), periods[silent]))
+        return found
+
+    def _crossings(self, track: _Track, view: _View) -> tuple[IntArray, IntArray]:
         """The arrival positions at which the clock (the ``rank``-th newest of the sensors'
         newest event times) passes one or more ticks, and the newest tick passed at each.
 
@@ -221,8 +371,8 @@ class NoSignal(StateBacked):
         a search per (sensor, level it passes in the batch), levels limited to those
         preceded by a tick, in chunks of bounded size."""
         none = np.zeros(0, np.int64)
-        r, tick_ms = self.rank, self.tick_ms
-        seed = ints(self.state["last_ms"])[: track.n]
+        r, tick_ms = view.rank, self.tick_ms
+        seed = view.last
         g = track.segments
         final = seed.copy()
         final[track.sensor] = track.last[g.tail]
@@ -237,7 +387,8 @@ class NoSignal(StateBacked):
             at_start = seed.copy()
             at_start[track.sensor] = np.maximum(seed[track.sensor], upto)
             w0 = _newest(at_start, r)
-        if w_end // tick_ms == w0 // tick_ms:
+        w0 = max(w0, view.floor_ms)  # an idle spell may have moved the clock on already
+        if w_end <= w0 or w_end // tick_ms == w0 // tick_ms:
             return none, none
         ahead = seed[seed > w0]  # fewer than r sensors
         level = np.r_[track.last, ahead]
@@ -263,11 +414,11 @@ class NoSignal(StateBacked):
         last_of_run = np.r_[reached[1:] != reached[:-1], True]
         return reached[last_of_run], level[last_of_run] // tick_ms * tick_ms
 
-    def _silences(self, track: _Track, crossing: IntArray, tick: IntArray) -> Silence | None:
+    def _silences(self, track: _Track, view: _View, crossing: IntArray, tick: IntArray) -> Silence | None:
         """Every (crossing, sensor) with a silence, found per *piece* (a sensor and the
         crossings between two of its readings, its state constant) by binary search, since
         the silence only grows from one crossing to the next within a piece."""
-        pieces = track.pieces(self, crossing)
+        pieces = track.pieces(view, crossing)
         n_cross = crossing.shape[0]
         # the start of observation at each crossing (for sensors never heard)
         earlier = np.concatenate((np.array([UNSET_MS], np.int64), track.running_first))

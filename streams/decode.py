@@ -163,7 +163,8 @@ class KindDecoder:
         keep, sensor_idx = keep[found >= 0], found[found >= 0]
         unknown = int(np.count_nonzero(sensor_idx >= index.n_known))
         flags = np.fromiter((FLAG_CODE[readings[i].flag] for i in keep), np.uint8, count=len(keep))
-        batch = _long_format(values[keep], event_ms[keep], np.asarray(sensor_idx, np.int32), flags)
+        partitions = np.fromiter((origins[i][0].partition for i in keep), np.int16, count=len(keep))
+        batch = _long_format(values[keep], event_ms[keep], np.asarray(sensor_idx, np.int32), flags, partitions)
         return DecodedBatch(batch=batch, dead=dead, n_readings=len(keep), n_unknown_sensors=unknown)
 
     def _value_matrix(self, readings: list[Any]) -> np.ndarray:
@@ -225,12 +226,14 @@ def _event_ms(reading: Any) -> int:
     return int(ts.timestamp() * 1000)
 
 
-def _long_format(values: np.ndarray, event_ms: np.ndarray, sensor_idx: np.ndarray, flags: np.ndarray) -> ReadingBatch:
+def _long_format(values: np.ndarray, event_ms: np.ndarray, sensor_idx: np.ndarray, flags: np.ndarray,
+                 partitions: np.ndarray) -> ReadingBatch:
     """(reading x quantity) matrix -> one row per present value, sorted by
     (sensor, arrival): per-sensor order is Kafka order, so any batching of the
     same stream gives the same per-sensor sequence."""
     order = np.lexsort((np.arange(len(sensor_idx)), sensor_idx))
     values, event_ms, sensor_idx, flags = values[order], event_ms[order], sensor_idx[order], flags[order]
+    partitions = partitions[order]
     reading, quantity = np.nonzero(~np.isnan(values))
     return ReadingBatch(
         sensor_idx=sensor_idx[reading].astype(np.int32),
@@ -239,6 +242,7 @@ def _long_format(values: np.ndarray, event_ms: np.ndarray, sensor_idx: np.ndarra
         quantity_idx=quantity.astype(np.int16),
         value=values[reading, quantity],
         flag=flags[reading],
+        partition=partitions[reading],
     )
 
 

@@ -13,6 +13,7 @@ from types import UnionType
 from typing import Any, Union, cast, get_args, get_origin
 
 import yaml
+from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ValidationError
 
 from detectors.base import DetectorContext
@@ -43,6 +44,7 @@ class Topology:
             site_ids=tuple(s.site_id for s in sensors),
             site_names=tuple(s.site_name for s in sensors),
             limits=tuple(s.limits for s in sensors),
+            sensor_partitions=tuple(key_partition(s.sensor_id.encode(), self.spec.topics.partitions) for s in sensors),
         )
 
     def input_topics(self) -> dict[str, str]:
@@ -66,6 +68,11 @@ class Topology:
             r.rule: r.category or cast(Category, DETECTOR_CATEGORIES.get(kinds.get(r.detector, ""), "value"))
             for r in self.spec.routes
         }
+
+
+def key_partition(key: bytes, n_partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java's and aiokafka's: murmur2) gives ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % n_partitions
 
 
 def load_topology(path: str | Path = DEFAULT_TOPOLOGY) -> Topology:

@@ -11,6 +11,7 @@ reading, and score an injected anomaly above the baseline.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -154,7 +155,7 @@ def test_every_registered_detector_is_configured() -> None:
 def test_scores_shape_and_no_mutation(case: Case) -> None:
     stream = case.stream()
     batch = stream.take(np.argsort(stream.sensor_idx, kind="stable"))  # the decoder's row order
-    before = {name: getattr(batch, name).copy() for name in ReadingBatch.__slots__}
+    before = {name: copy.deepcopy(getattr(batch, name)) for name in ReadingBatch.__slots__}
     scores = case.make().score_and_update(batch)
     _check_scores(scores, batch)
     assert scores.rows.size > 0

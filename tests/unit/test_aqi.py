@@ -7,6 +7,7 @@ IAQI = (IAQI_hi - IAQI_lo) / (BP_hi - BP_lo) * (C - BP_lo) + IAQI_lo, rounded up
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -238,7 +239,7 @@ def test_random_batch_no_nan_bounded_and_input_untouched() -> None:
         value=rng.uniform(0, 5000, n),
         flag=rng.choice(np.array([0, 0, 0, 2, 4], np.uint8), n),
     )
-    before = {f.name: getattr(b, f.name).copy() for f in dataclasses.fields(b)}
+    before = {f.name: copy.deepcopy(getattr(b, f.name)) for f in dataclasses.fields(b)}
     s = AqiHj633(AIR).score_and_update(b)
     for f, arr in before.items():
         np.testing.assert_array_equal(getattr(b, f), arr)

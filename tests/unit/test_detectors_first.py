@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ def batch(reading_idx: list[int], quantity: list[str], value: list[float], flag:
 
 
 def snapshot(b: ReadingBatch) -> dict[str, Any]:
-    return {f.name: getattr(b, f.name).copy() for f in dataclasses.fields(b)}
+    return {f.name: copy.deepcopy(getattr(b, f.name)) for f in dataclasses.fields(b)}
 
 
 def assert_unchanged(b: ReadingBatch, before: dict[str, Any]) -> None:
