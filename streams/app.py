@@ -63,7 +63,8 @@ def create_app(settings: Settings, topology: Topology | None = None) -> faust.Ap
     @app.on_partitions_assigned.connect
     async def _reload(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # partitions may have moved from another worker: its alarms are in Redis
-        await runtime.reload()
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        await runtime.reload({(tp.topic, tp.partition) for tp in assigned})
 
     @app.on_before_shutdown.connect
     async def _close(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

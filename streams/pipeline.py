@@ -6,6 +6,7 @@ agent (streams/agents.py) feeds it micro-batches and ships its outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from streams.catalog import SensorIndex, SensorInfo
 from streams.checkpoint import Stateful
 from streams.deadletter import DeadLetter
 from streams.decode import KindDecoder, RawMessage
+from streams.idle import IdlePartitions, idle_after_s
 from streams.latest import LatestValues
 from streams.topology import Topology
 from streams.topology_spec import RouteSpec
@@ -61,6 +63,7 @@ class KindPipeline:
         self.decoder = KindDecoder(kind, self._kind_spec, spec.input, foreign)
         self.detectors: dict[str, Detector] = {}
         self.routes: list[_Route] = []
+        self.partitions = IdlePartitions(idle_after_s(self._kind_spec.expected_period_s))
         self.reset_state()
         self._tz = _parse_offset(spec.timezone)
 
@@ -93,6 +96,10 @@ class KindPipeline:
     def process(self, messages: Sequence[RawMessage], now_ms: int) -> BatchResult:
         t0 = time.perf_counter()
         decoded = self.decoder.decode(messages, self.index, now_ms)
+        self.partitions.delivered({m.partition for m in messages}, now_ms)
+        idle = self.partitions.idle(now_ms)
+        if idle:  # their clocks may follow the others' (streams/idle.py)
+            decoded = dataclasses.replace(decoded, batch=dataclasses.replace(decoded.batch, idle_partitions=idle))
         self._grow()
         t1 = time.perf_counter()
         late: dict[str, int] = {}

@@ -132,10 +132,16 @@ class Runtime:
             self.lag.start()
             self._started.set()
 
-    async def reload(self) -> None:
-        """Re-read the live alarms (after a rebalance another worker may have moved them on)."""
+    async def reload(self, assigned: set[tuple[str, int]] | None = None) -> None:
+        """Re-read the live alarms (after a rebalance another worker may have moved them on);
+        ``assigned``: the (topic, partition)s this worker owns now, for idle detection."""
         async with self._lock:
             await self._restore()
+            if assigned is not None:
+                now = wall_clock_ms()
+                for kind, pipeline in self.pipelines.items():
+                    topic = self.topology.kind(kind).topic
+                    pipeline.partitions.assign((p for t, p in assigned if t == topic), now)
 
     async def _restore(self) -> None:
         """One read of the board, applied while no batch of any kind is in flight."""

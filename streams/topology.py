@@ -72,7 +72,7 @@ class Topology:
 
 def key_partition(key: bytes, n_partitions: int) -> int:
     """The partition Kafka's default partitioner (Java's and aiokafka's: murmur2) gives ``key``."""
-    return (murmur2(key) & 0x7FFFFFFF) % n_partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % n_partitions
 
 
 def load_topology(path: str | Path = DEFAULT_TOPOLOGY) -> Topology:
