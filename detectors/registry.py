@@ -26,6 +26,7 @@ from detectors.rise_rate import RiseRate
 from detectors.robust_z import RobustZScore
 from detectors.seasonal import SeasonalBaseline
 from detectors.stuck import StuckValue
+from detectors.supply_voltage import SupplyVoltage
 from detectors.traffic_pair import TrafficPair
 
 DETECTORS: Final[dict[str, type[Detector]]] = {
@@ -35,6 +36,7 @@ DETECTORS: Final[dict[str, type[Detector]]] = {
     "stuck": StuckValue,
     "no_signal": NoSignal,
     "out_of_range": OutOfRange,
+    "supply_voltage": SupplyVoltage,
     "counter_decrease": CounterDecrease,
     "rise_rate": RiseRate,
     "idle_in_hours": WorkingHoursIdle,
@@ -59,7 +61,7 @@ DETECTORS: Final[dict[str, type[Detector]]] = {
 # - value: what is measured (everything else).
 DETECTOR_CATEGORIES: Final[dict[str, str]] = {
     "hj212_flag": "fault", "stuck": "fault", "no_signal": "offline",
-    "out_of_range": "quality", "counter_decrease": "quality",
+    "out_of_range": "quality", "supply_voltage": "quality", "counter_decrease": "quality",
 }
 
 

@@ -231,6 +231,10 @@ def road_rows(ids: Counter) -> Iterator[Row]:
                       lat, lon, "", limits)
 
 
+SINGLE_PHASE_MAX_KW = 200
+LOW_VOLTAGE_MAX_KW = 630
+
+
 def energy_rows(rng: np.random.Generator, ids: Counter) -> Iterator[Row]:
     names = list(DISTRICTS)
     weights = np.array([ENERGY_WEIGHTS.get(d, 1) for d in names], np.float64)
@@ -243,7 +247,15 @@ def energy_rows(rng: np.random.Generator, ids: Counter) -> Iterator[Row]:
         site = f"ENT-{n:04d}"
         name = f"东莞市{zh_town}{zh}有限公司{n}号厂 ({district} {en} Co. plant {n})"
         yield Row(ids.take("EM"), "energy", site, name, district, *near(rng, lat, lon, 0.02), "",
-                  limits_text([("power_kw.high", float(capacity))]))
+                  limits_text([("power_kw.high", float(capacity)), ("voltage_v.nominal", supply_voltage_v(capacity))]))
+
+
+def supply_voltage_v(capacity_kw: int) -> float:
+    """Where an enterprise is metered: small single-phase supplies at 220 V, the usual
+    low-voltage three-phase supply at 380 V, large plants on the 10 kV side."""
+    if capacity_kw <= SINGLE_PHASE_MAX_KW:
+        return 220.0
+    return 380.0 if capacity_kw <= LOW_VOLTAGE_MAX_KW else 10_000.0
 
 
 def build_rows(seed: int) -> list[Row]:

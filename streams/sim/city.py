@@ -227,7 +227,8 @@ def road_neighbours(sensors: Sequence[SensorInfo]) -> tuple[IntArray, IntArray]:
 
 class EnergyModel:
     """Enterprise meters: working-hours load (some plants run 24 h), a cumulative
-    kWh register that only increases, and the 380 V supply."""
+    kWh register that only increases, and the supply at the meter's nominal voltage
+    (catalog ``voltage_v.nominal``: 220 V, 380 V or 10 kV; 380 V when absent)."""
 
     kind = "energy"
 
@@ -238,7 +239,8 @@ class EnergyModel:
         self.base_frac = rng.uniform(0.15, 0.3, n)
         self.peak_frac = rng.uniform(0.55, 0.75, n)
         self.round_clock = rng.random(n) < 0.3
-        self.voltage = 380.0 * rng.uniform(0.99, 1.01, n)
+        self.nominal_v = _limit(self.sensors, "voltage_v.nominal", 380.0)
+        self.voltage = self.nominal_v * rng.uniform(0.99, 1.01, n)
         self.register = self.capacity * rng.uniform(2_000.0, 20_000.0, n)  # kWh so far
         self.last_t = np.full(n, np.nan)
 
@@ -250,7 +252,7 @@ class EnergyModel:
         return {
             "energy_kwh": _nan(n),  # filled by commit, after incidents had their say on power
             "power_kw": power,
-            "voltage_v": self.voltage[local] + bounded_noise(rng, n, 1.0),
+            "voltage_v": self.voltage[local] * (1.0 + bounded_noise(rng, n, 1.0 / 380.0)),
         }
 
     def commit(self, local: IntArray, t_s: FloatArray, values: Values) -> None:
