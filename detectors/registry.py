@@ -18,6 +18,7 @@ from detectors.ensemble import Ensemble
 from detectors.ewma_z import EwmaZScore
 from detectors.hj212_flag import Hj212Flag
 from detectors.idle_hours import WorkingHoursIdle
+from detectors.load_profile import LoadProfile
 from detectors.no_signal import NoSignal
 from detectors.out_of_range import OutOfRange
 from detectors.quantity_value import QuantityValue
@@ -46,6 +47,7 @@ DETECTORS: Final[dict[str, type[Detector]]] = {
     "cusum": TwoSidedCusum,
     "rate_of_change": RateOfChange,
     "seasonal": SeasonalBaseline,
+    "load_profile": LoadProfile,
     "ensemble": Ensemble,
 }
 
