@@ -69,7 +69,7 @@ class LoadProfile(SeriesDetector):
         super().__init__(context, quantity=quantity)
 
     def state_fields(self) -> Mapping[str, Field]:
-        fields = {}
+        fields: dict[str, Field] = {}
         for level, slots in zip(LEVELS, (168, 24, 1), strict=True):
             fields |= {f"{level}_n": Field(np.int64, 0, (slots,)), f"{level}_mean": Field(np.float64, 0.0, (slots,)),
                        f"{level}_var": Field(np.float64, 0.0, (slots,))}
