@@ -56,6 +56,8 @@ A sensor whose clock runs *behind* still looks silent, by its lag.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -64,15 +66,17 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
-from detectors.params import check_at_least, check_int_at_least, ints
+from detectors.params import check_at_least, check_int_at_least, floats, ints
 from detectors.readings import Readings
-from detectors.rounds import Segments, group_by_sensor, newest_before, segment_searchsorted, segments_of
+from detectors.rounds import Segments, group_by_sensor, newest_before, rounds, segment_searchsorted, segments_of
 from detectors.state import NEVER_MS, Field, SensorState, StateBacked
 
 MEASURE: Final = "silent_periods"
 UNSET_MS: Final = np.iinfo(np.int64).max  # first_ms of a sensor never heard
 BoolArray = npt.NDArray[np.bool_]
 _PAIRS_PER_CHUNK: Final = 1 << 18  # (sensor, level) searches per chunk in NoSignal._crossings
+STALE_QUANTILE: Final = 0.9  # the usual staleness is this quantile of a sensor's staleness at arrival
+STALE_STEP_PERIODS: Final = 0.5  # quantile tracking step, in periods
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,7 @@ class _Pieces:
     first: IntArray
     count: IntArray
     heard: BoolArray
+    stale: FloatArray  # the sensor's usual staleness (ms) at the time
 
 
 @dataclass(slots=True)
@@ -125,6 +130,7 @@ class _View:
     last: IntArray
     first: IntArray
     count: IntArray
+    stale: FloatArray
     catalog: BoolArray  # tracked from the start of observation, heard or not
     rank: int
     floor_ms: int  # the clock is never below this (an idle partition follows the others)
@@ -153,6 +159,8 @@ class _Track:
     count: IntArray
     running_first: IntArray  # arrival order: earliest fresh event time so far
     start_seed: int
+    prev: IntArray  # per grouped row: the sensor's newest event time before it
+    stale: FloatArray  # per grouped row: the usual staleness after it (NoSignal._staleness)
 
     @classmethod
     def of(cls, view: _View, sensor: IntArray, t: IntArray, grouped: Segments | None) -> _Track:
@@ -174,7 +182,8 @@ class _Track:
         fresh_arrival[g.order] = fresh
         running_first = np.minimum.accumulate(np.where(fresh_arrival, t, UNSET_MS))
         return cls(n, g.order, g, seg_sensor, np.maximum(newest, gt), first, count_s[seg_sensor][g.seg] + n_fresh,
-                   running_first, min(view.start_ms, int(first_s.min(initial=UNSET_MS))))
+                   running_first, min(view.start_ms, int(first_s.min(initial=UNSET_MS))), newest,
+                   view.stale[seg_sensor][g.seg])
 
     def pieces(self, view: _View, crossing: IntArray) -> _Pieces:
         """Per sensor of the state: the crossings before its first reading of the batch (all,
@@ -198,13 +207,16 @@ class _Track:
         last = cat((last_s[tracked], self.last))
         first = cat((first_s[tracked], self.first))
         count = cat((count_s[tracked], self.count))
-        return _Pieces(sensor[keep], c_lo[keep], c_hi[keep], last[keep], first[keep], count[keep], heard[keep])
+        stale = cat((view.stale[tracked], self.stale))
+        return _Pieces(sensor[keep], c_lo[keep], c_hi[keep], last[keep], first[keep], count[keep], heard[keep],
+                       stale[keep])
 
     def fold(self, view: _View) -> None:
         tail = self.segments.tail
         view.last[self.sensor] = self.last[tail]
         view.first[self.sensor] = self.first[tail]
         view.count[self.sensor] = self.count[tail]
+        view.stale[self.sensor] = self.stale[tail]
 
 
 class NoSignal(StateBacked):
@@ -213,8 +225,14 @@ class NoSignal(StateBacked):
     anomaly: ClassVar[str] = "gap"
 
     def __init__(self, context: DetectorContext, *, report_after_periods: float = 2.0, learn_period: bool = True,
-                 clock_rank: int = 3) -> None:
+                 clock_rank: int = 3, unheard_after_periods: float = 10.0, learn_staleness: bool = True) -> None:
         check_at_least("report_after_periods", report_after_periods, 1.0)
+        check_at_least("unheard_after_periods", unheard_after_periods, 1.0)
+        if not isinstance(learn_staleness, bool):
+            msg = f"learn_staleness: must be true or false, got {learn_staleness!r}"
+            raise ValueError(msg)
+        self.unheard_after_periods = float(unheard_after_periods)
+        self.learn_staleness = learn_staleness
         check_int_at_least("clock_rank", clock_rank, 1)
         if not isinstance(learn_period, bool):
             msg = f"learn_period: must be true or false, got {learn_period!r}"
@@ -236,7 +254,7 @@ class NoSignal(StateBacked):
         self.floor_ms: dict[int, int] = {}
         self.state = SensorState(
             {"last_ms": Field(np.int64, NEVER_MS), "first_ms": Field(np.int64, UNSET_MS), "n_fresh": Field(np.int64, 0),
-             "partition": Field(np.int64, -1)}
+             "partition": Field(np.int64, -1), "stale_ms": Field(np.float64, math.nan)}
         )
 
     def _rank(self, n_catalog: int) -> int:
@@ -284,8 +302,9 @@ class NoSignal(StateBacked):
         where[: self.n_catalog][unheard] = self.catalog_partition[unheard]
         members = np.flatnonzero(where == partition)
         first = ints(self.state["first_ms"])[members]
+        stale = floats(self.state["stale_ms"])[members]
         return _View(partition, members, ints(self.state["last_ms"])[members], first, ints(self.state["n_fresh"])[members],
-                     self._hashed_here(members, partition), self._rank(int(np.count_nonzero(self._hashed(partition)))),
+                     np.where(np.isnan(stale), float(self.tick_ms), stale), self._hashed_here(members, partition), self._rank(int(np.count_nonzero(self._hashed(partition)))),
                      self.floor_ms.get(partition, NEVER_MS), int(first.min(initial=UNSET_MS)))
 
     def _hashed(self, partition: int) -> BoolArray:
@@ -312,11 +331,13 @@ class NoSignal(StateBacked):
     def _extend(self, view: _View, joined: IntArray) -> None:
         members = np.union1d(view.members, joined)
         pos = np.searchsorted(members, view.members)
-        for name, fill in (("last", NEVER_MS), ("first", UNSET_MS), ("count", 0)):
-            grown = np.full(members.shape[0], fill, np.int64)
-            grown[pos] = getattr(view, name)
-            grown[np.searchsorted(members, joined)] = ints(self.state[{"last": "last_ms", "first": "first_ms",
-                                                                       "count": "n_fresh"}[name]])[joined]
+        for name, key in (("last", "last_ms"), ("first", "first_ms"), ("count", "n_fresh"), ("stale", "stale_ms")):
+            old = getattr(view, name)
+            grown = np.zeros(members.shape[0], old.dtype)
+            grown[pos] = old
+            came = self.state[key][joined]
+            grown[np.searchsorted(members, joined)] = np.where(np.isnan(came), float(self.tick_ms), came) \
+                if name == "stale" else came
             setattr(view, name, grown)
         view.members = members
         view.catalog = self._hashed_here(members, view.partition)
@@ -325,11 +346,13 @@ class NoSignal(StateBacked):
         ints(self.state["last_ms"])[view.members] = view.last
         ints(self.state["first_ms"])[view.members] = view.first
         ints(self.state["n_fresh"])[view.members] = view.count
+        floats(self.state["stale_ms"])[view.members] = view.stale
 
     def _scan(self, view: _View, sensor: IntArray, t: IntArray, grouped: Segments | None) -> Silence | None:
         """Fold the readings (arrival order) into the state; the silences found at the
         tick crossings on the way, ordered by (arrival position, sensor)."""
         track = _Track.of(view, sensor, t, grouped)
+        track = dataclasses.replace(track, stale=self._staleness(track, view))
         crossing, tick = self._crossings(track, view)
         silence = self._silences(track, view, crossing, tick) if crossing.size else None
         track.fold(view)
@@ -352,8 +375,11 @@ class NoSignal(StateBacked):
             tracked = np.flatnonzero(heard | view.catalog)
             start = min(view.start_ms, int(ints(self.state["first_ms"]).min(initial=UNSET_MS)))
             since = np.where(heard[tracked], view.last[tracked], start)
-            periods = (tick - since) / self._period(view.last[tracked], view.first[tracked], view.count[tracked])
-            silent = np.flatnonzero((periods >= self.report_after_periods) & (since != UNSET_MS))
+            period = self._period(view.last[tracked], view.first[tracked], view.count[tracked])
+            extra = self._extra(view.stale[tracked], period, heard[tracked])
+            periods = (tick - since - extra) / period
+            after = np.where(heard[tracked], self.report_after_periods, self.unheard_after_periods)
+            silent = np.flatnonzero((periods >= after) & (since != UNSET_MS))
             if silent.size:
                 who = view.members[tracked[silent]]
                 found.append(Silence(np.full(who.shape[0], n_readings, np.int64), who,
@@ -394,23 +420,7 @@ class NoSignal(StateBacked):
         level = np.r_[track.last, ahead]
         level = np.unique(level[(level > w0) & (level <= w_end)])
         level = level[level // tick_ms > np.r_[w0, level[:-1]] // tick_ms]  # a tick just below
-        need = r - (ahead[None, :] >= level[:, None]).sum(axis=1)  # sensors still to come
-        lo = np.searchsorted(level, seed[track.sensor], side="right")  # per segment: levels it passes
-        hi = np.searchsorted(level, track.last[g.tail], side="right")
-        reached = np.empty(level.shape[0], np.int64)
-        step = max(1, _PAIRS_PER_CHUNK // max(1, track.sensor.shape[0]))
-        for c0 in range(0, level.shape[0], step):
-            c1 = min(level.shape[0], c0 + step)
-            a, b = np.maximum(lo, c0), np.minimum(hi, c1)
-            count = np.maximum(b - a, 0)
-            seg = np.repeat(np.arange(count.shape[0], dtype=np.int64), count)
-            li = np.repeat(a, count) + np.arange(seg.shape[0], dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
-            row = segment_searchsorted(track.last, g.seg, level[li] - 1, seg)  # first row with last >= level
-            pos = track.position[row]
-            order = np.lexsort((pos, li))
-            per_level = np.bincount(li - c0, minlength=c1 - c0)
-            first = np.cumsum(per_level) - per_level
-            reached[c0:c1] = pos[order][first + need[c0:c1] - 1]
+        reached = _reached(track, seed, ahead, level, r)
         last_of_run = np.r_[reached[1:] != reached[:-1], True]
         return reached[last_of_run], level[last_of_run] // tick_ms * tick_ms
 
@@ -426,9 +436,12 @@ class NoSignal(StateBacked):
         lo, hi = pieces.c_lo.copy(), pieces.c_hi.copy()
         period = self._period(pieces.last, pieces.first, pieces.count)
 
+        extra = self._extra(pieces.stale, period, pieces.heard)
+        after = np.where(pieces.heard, self.report_after_periods, self.unheard_after_periods)
+
         def periods(piece: IntArray, c: IntArray) -> FloatArray:
             since = np.where(pieces.heard[piece], pieces.last[piece], start[c])
-            out: FloatArray = (tick[c] - since) / period[piece]
+            out: FloatArray = (tick[c] - since - extra[piece]) / period[piece]
             return out
 
         every = np.arange(lo.shape[0], dtype=np.int64)
@@ -437,7 +450,7 @@ class NoSignal(StateBacked):
             if open_.size == 0:
                 break
             mid = (lo[open_] + hi[open_]) // 2
-            silent = periods(every[open_], mid) >= self.report_after_periods
+            silent = periods(every[open_], mid) >= after[open_]
             hi[open_] = np.where(silent, mid, hi[open_])
             lo[open_] = np.where(silent, lo[open_], mid + 1)
         size = pieces.c_hi - lo
@@ -449,6 +462,57 @@ class NoSignal(StateBacked):
         order = np.lexsort((who, crossing[c]))
         piece, c = piece[order], c[order]
         return Silence(crossing[c], who[order], tick[c], periods(piece, c))
+
+    def _staleness(self, track: _Track, view: _View) -> FloatArray:
+        """Per grouped row: the sensor's usual staleness after it (a running quantile).
+
+        A reading's staleness is how far its sensor's newest event time trailed the
+        partition's clock just before it arrived: about one period for a sensor that
+        reports on its own, several for one behind a gateway that forwards a few readings
+        at a time, and its lag for a sensor whose clock runs behind. The quantile is
+        tracked per sensor in arrival order (q += step * (tau - [x < q])), so an outage
+        moves it by one step only; silence is measured beyond it (``_extra``)."""
+        out = track.stale.copy()
+        if not self.learn_staleness or out.shape[0] == 0:
+            return out
+        before = self._clock_before(track, view)[track.position]
+        valid = (before != NEVER_MS) & (track.prev != NEVER_MS) & (track.last > track.prev)
+        x = np.where(valid, np.maximum(before - track.prev, 0), 0).astype(np.float64)
+        step_ms = STALE_STEP_PERIODS * self.tick_ms
+        by_rank, bounds = rounds(track.segments)
+        q = view.stale[track.sensor].copy()  # per segment
+        seg = track.segments.seg
+        for lo, hi in bounds:
+            rows = by_rank[lo:hi]
+            k = seg[rows]
+            moved = q[k] + step_ms * (STALE_QUANTILE - (x[rows] < q[k]))
+            q[k] = np.where(valid[rows], np.maximum(moved, 0.0), q[k])
+            out[rows] = q[k]
+        return out
+
+    def _clock_before(self, track: _Track, view: _View) -> IntArray:
+        """The partition's clock just before each arrival position of the batch."""
+        n_rows = track.position.shape[0]
+        seed, g, r = view.last, track.segments, view.rank
+        final = seed.copy()
+        final[track.sensor] = track.last[g.tail]
+        w0, w_end = _newest(seed, r), _newest(final, r)
+        after = np.full(n_rows, w0, np.int64)
+        if w_end != NEVER_MS and w_end > w0:
+            ahead = seed[seed > w0]
+            level = np.unique(np.r_[track.last, ahead])
+            level = level[(level > w0) & (level <= w_end)]
+            reached = _reached(track, seed, ahead, level, r)  # ascending with the level
+            idx = np.searchsorted(reached, np.arange(n_rows), side="right") - 1
+            after = np.where(idx >= 0, level[np.maximum(idx, 0)], w0)
+        before = np.r_[w0, after[:-1]]
+        out: IntArray = np.where(before == NEVER_MS, NEVER_MS, np.maximum(before, view.floor_ms))
+        return out
+
+    def _extra(self, stale: FloatArray, period: FloatArray, heard: BoolArray) -> FloatArray:
+        """How much staleness beyond one period is this sensor's normal (0 if never heard)."""
+        out: FloatArray = np.where(heard, np.maximum(stale - period, 0.0), 0.0)
+        return out
 
     def _period(self, last: IntArray, first: IntArray, count: IntArray) -> FloatArray:
         """The period silence is measured in, per sensor (see the module docstring)."""
@@ -503,6 +567,32 @@ class NoSignal(StateBacked):
         yield {}
         yield {"report_after_periods": 3.0, "learn_period": False, "clock_rank": 1}
         yield {"clock_rank": 6}
+
+
+def _reached(track: _Track, seed: IntArray, ahead: IntArray, level: IntArray, r: int) -> IntArray:
+    """For each level (ascending, each above the clock before the batch and at most its
+    clock after): the arrival position of the reading that brings the ``r``-th sensor to
+    it (sensors in ``ahead`` were there before the batch). Exact integer work: a search per
+    (sensor, level it passes in the batch), in chunks of bounded size."""
+    g = track.segments
+    need = r - (ahead[None, :] >= level[:, None]).sum(axis=1)  # sensors still to come
+    lo = np.searchsorted(level, seed[track.sensor], side="right")  # per segment: levels it passes
+    hi = np.searchsorted(level, track.last[g.tail], side="right")
+    reached = np.empty(level.shape[0], np.int64)
+    step = max(1, _PAIRS_PER_CHUNK // max(1, track.sensor.shape[0]))
+    for c0 in range(0, level.shape[0], step):
+        c1 = min(level.shape[0], c0 + step)
+        a, b = np.maximum(lo, c0), np.minimum(hi, c1)
+        count = np.maximum(b - a, 0)
+        seg = np.repeat(np.arange(count.shape[0], dtype=np.int64), count)
+        li = np.repeat(a, count) + np.arange(seg.shape[0], dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+        row = segment_searchsorted(track.last, g.seg, level[li] - 1, seg)  # first row with last >= level
+        pos = track.position[row]
+        order = np.lexsort((pos, li))
+        per_level = np.bincount(li - c0, minlength=c1 - c0)
+        first = np.cumsum(per_level) - per_level
+        reached[c0:c1] = pos[order][first + need[c0:c1] - 1]
+    return reached
 
 
 def _newest(last: IntArray, rank: int) -> int:

@@ -142,12 +142,15 @@ def test_no_signal_rejects_a_bad_clock_rank(params: dict[str, object], name: str
         build_detector("no_signal", HAZ, params)
 
 
-def one_by_one(ctx: DetectorContext, readings: list[R], rank: int, after: float = 2.0) -> list[tuple[int, int, float]]:
-    """The module docstring, one reading at a time in plain Python (learn_period on)."""
+def one_by_one(ctx: DetectorContext, readings: list[R], rank: int, after: float = 2.0,
+               unheard_after: float = 10.0) -> list[tuple[int, int, float]]:
+    """The module docstring, one reading at a time in plain Python (learn_period and
+    learn_staleness on)."""
     tick = round(ctx.expected_period_s * 1000)
     last: dict[int, int] = {}
     first: dict[int, int] = {}
     count: dict[int, int] = {}
+    stale: dict[int, float] = {}  # the usual staleness: a running 0.9-quantile
     start: int | None = None
     out = []
 
@@ -161,6 +164,10 @@ def one_by_one(ctx: DetectorContext, readings: list[R], rank: int, after: float 
         fresh = r.sensor not in last or t > last[r.sensor]
         seen_start = start
         if fresh:
+            if before is not None and r.sensor in last:
+                x = max(before - last[r.sensor], 0)
+                q = stale.get(r.sensor, float(tick))
+                stale[r.sensor] = max(q + 0.5 * tick * (0.9 - (x < q)), 0.0)
             last[r.sensor] = t
             first.setdefault(r.sensor, t)
             count[r.sensor] = count.get(r.sensor, 0) + 1
@@ -176,11 +183,14 @@ def one_by_one(ctx: DetectorContext, readings: list[R], rank: int, after: float 
                 period = float(tick)
                 if count[s] >= 3:
                     period = max(period, (last[s] - first[s]) / (count[s] - 1))
-                periods = (big_t - last[s]) / period
+                extra = max(stale.get(s, float(tick)) - period, 0.0)
+                periods = (big_t - last[s] - extra) / period
+                threshold = after
             else:
                 assert seen_start is not None
                 periods = (big_t - seen_start) / tick
-            if periods >= after:
+                threshold = unheard_after
+            if periods >= threshold:
                 out.append((s, big_t, periods))
     return sorted(out)
 

@@ -82,7 +82,7 @@ def two_sensors(stop_s: float, end_s: float, resume_s: float | None = None) -> l
 
 def test_no_signal_reports_silence_in_periods_at_each_tick() -> None:
     readings = two_sensors(stop_s=120, end_s=600)
-    fed = feed(NoSignal(PAIR), stream(PAIR, readings))
+    fed = feed(NoSignal(PAIR, learn_staleness=False), stream(PAIR, readings))
     # sensor 1 last spoke at 121 s; tick T is checked when sensor 0's reading at T arrives.
     # silence (T - 121) / 60 >= 2 from T = 300 on (240 gives 1.98)
     expected = [(1, t * 1000, (t - 121) / 60) for t in range(300, 601, 60)]
@@ -110,7 +110,7 @@ def test_no_signal_clears_when_the_sensor_speaks_again() -> None:
 def test_no_signal_flags_a_catalog_sensor_that_never_reports() -> None:
     ctx = DetectorContext(quantities=("value",), expected_period_s=60.0, sensor_ids=("a", "b", "c"))
     readings = [R(s, t, {"value": 1.0}) for t in range(0, 301, 60) for s in (0, 1)]
-    fed = feed(NoSignal(ctx), stream(ctx, readings))
+    fed = feed(NoSignal(ctx, unheard_after_periods=2), stream(ctx, readings))
     # sensor 2 is silent since the start of observation (t = 0): 2 periods at T = 120
     assert [(s, t) for s, t, _ in fed.silent] == [(2, t * 1000) for t in (120, 180, 240, 300)]
 
@@ -121,8 +121,8 @@ def test_no_signal_learns_a_slower_period() -> None:
         readings.append(R(0, t, {"value": 1.0}))
         if t % 180 == 0:
             readings.append(R(1, t + 1, {"value": 1.0}))
-    fixed = feed(NoSignal(PAIR, learn_period=False), stream(PAIR, readings))
-    learned = feed(NoSignal(PAIR), stream(PAIR, readings))
+    fixed = feed(NoSignal(PAIR, learn_period=False, learn_staleness=False), stream(PAIR, readings))
+    learned = feed(NoSignal(PAIR, learn_staleness=False), stream(PAIR, readings))
     # sensor 1 speaks at 1, 181, 361, 541, 721 s; at ticks 180, 360, 540, 720 it has been
     # silent 179 s = 2.98 expected periods (at 480: 119 s, 1.98 periods, not yet)
     assert [(s, t) for s, t, _ in fixed.silent] == [(1, t * 1000) for t in (180, 360, 540, 720)]
