@@ -230,14 +230,16 @@ def _long_format(values: np.ndarray, event_ms: np.ndarray, sensor_idx: np.ndarra
                  partitions: np.ndarray) -> ReadingBatch:
     """(reading x quantity) matrix -> one row per present value, sorted by
     (sensor, arrival): per-sensor order is Kafka order, so any batching of the
-    same stream gives the same per-sensor sequence."""
+    same stream gives the same per-sensor sequence. ``reading_idx`` is each reading's
+    arrival position in the batch: detectors that look across sensors (no_signal's
+    clock) need the order in which readings of different sensors came."""
     order = np.lexsort((np.arange(len(sensor_idx)), sensor_idx))
     values, event_ms, sensor_idx, flags = values[order], event_ms[order], sensor_idx[order], flags[order]
     partitions = partitions[order]
     reading, quantity = np.nonzero(~np.isnan(values))
     return ReadingBatch(
         sensor_idx=sensor_idx[reading].astype(np.int32),
-        reading_idx=reading.astype(np.int32),
+        reading_idx=order[reading].astype(np.int32),
         event_time_ms=event_ms[reading],
         quantity_idx=quantity.astype(np.int16),
         value=values[reading, quantity],
