@@ -17,6 +17,11 @@ reading extends the run iff it equals the previous one, and run lengths are
 integer offsets from the last reset, exactly what ``step`` computes one reading
 at a time. A positive tolerance makes the run's start depend on its whole band,
 so it steps round by round.
+
+``floor``: readings at or below it never score. A gas detector in clean air reads its
+zero (0 %LEL) for hours and a plant that is off draws 0 kW: a run there is the normal
+state of the instrument, not a frozen one (a frozen sensor is caught when it freezes
+above its floor, and a dead one by no_signal or its HJ 212 flag).
 """
 
 from __future__ import annotations
@@ -39,11 +44,16 @@ class StuckValue(SeriesDetector):
     anomaly: ClassVar[str] = "flatline"
     exact_scan: ClassVar[bool] = True
 
-    def __init__(self, context: DetectorContext, *, quantity: str, run_length: int = 10, tolerance: float = 0.0) -> None:
+    def __init__(self, context: DetectorContext, *, quantity: str, run_length: int = 10, tolerance: float = 0.0,
+                 floor: float | None = None) -> None:
         check_int_at_least("run_length", run_length, 2)
         check_at_least("tolerance", tolerance, 0.0)
+        if floor is not None and not (isinstance(floor, (int, float)) and np.isfinite(floor)):
+            msg = f"floor: must be a number, got {floor!r}"
+            raise ValueError(msg)
         self.run_length = run_length
         self.tolerance = float(tolerance)
+        self.floor = -np.inf if floor is None else float(floor)
         super().__init__(context, quantity=quantity)
         self.resize(len(context.sensor_ids))  # catalog sensors: snapshot(sensors) may name any
 
@@ -58,7 +68,7 @@ class StuckValue(SeriesDetector):
         run[sensor] = np.where(stays, run[sensor] + 1, 1)
         low[sensor] = np.where(stays, new_low, value)
         high[sensor] = np.where(stays, new_high, value)
-        out: FloatArray = np.where(run[sensor] > 1, run[sensor] / self.run_length, 0.0)
+        out: FloatArray = np.where((run[sensor] > 1) & (value > self.floor), run[sensor] / self.run_length, 0.0)
         return out
 
     def scan(self, series: Series) -> FloatArray:
@@ -83,10 +93,11 @@ class StuckValue(SeriesDetector):
         run[sensor] = run_now[tail]
         low[sensor] = np.where(carried & stays[head], np.fmin(low0, v[head]), v[anchor[tail]])
         high[sensor] = np.where(carried & stays[head], np.fmax(high0, v[head]), v[anchor[tail]])
-        out: FloatArray = np.where(run_now > 1, run_now / self.run_length, 0.0)
+        out: FloatArray = np.where((run_now > 1) & (v > self.floor), run_now / self.run_length, 0.0)
         return out
 
     @classmethod
     def test_params(cls) -> Iterator[dict[str, Any]]:
         yield {"quantity": "value", "run_length": 5}
         yield {"quantity": "value", "run_length": 8, "tolerance": 0.01}
+        yield {"quantity": "value", "run_length": 5, "floor": 0.0}

@@ -44,6 +44,18 @@ def test_stuck_stays_quiet_on_a_live_signal() -> None:
     assert max(scores_of(fed, readings, 0)) < 1.0
 
 
+@pytest.mark.parametrize("tolerance", [0.0, 0.01])
+def test_stuck_is_quiet_at_the_floor_and_fires_above_it(tolerance: float) -> None:
+    # a gas detector in clean air reads 0 %LEL for a long time, then freezes at 4.2
+    readings = series([0.0] * 30 + [4.2] * 6)
+    fed = feed(StuckValue(ONE, quantity="value", run_length=5, tolerance=tolerance, floor=0.0), stream(ONE, readings))
+    got = scores_of(fed, readings, 0)
+    assert max(got[:30]) == 0.0
+    assert got[30:] == pytest.approx([0, 0.4, 0.6, 0.8, 1.0, 1.2])
+    without = feed(StuckValue(ONE, quantity="value", run_length=5, tolerance=tolerance), stream(ONE, readings))
+    assert max(scores_of(without, readings, 0)[:30]) == 6.0  # 30 readings at 0: run 30 / 5
+
+
 def test_stuck_tolerance_catches_a_collapsed_variance() -> None:
     readings = series([10.0, 10.004, 9.998, 10.003, 10.0, 10.5])
     exact = feed(StuckValue(ONE, quantity="value", run_length=4), stream(ONE, readings))
