@@ -77,6 +77,7 @@ BoolArray = npt.NDArray[np.bool_]
 _PAIRS_PER_CHUNK: Final = 1 << 18  # (sensor, level) searches per chunk in NoSignal._crossings
 STALE_QUANTILE: Final = 0.9  # the usual staleness is this quantile of a sensor's staleness at arrival
 STALE_STEP_PERIODS: Final = 0.5  # quantile tracking step, in periods
+STALE_WARMUP_READINGS: Final = 10  # over a sensor's first readings the allowance is their largest staleness
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,7 +472,10 @@ class NoSignal(StateBacked):
         reports on its own, several for one behind a gateway that forwards a few readings
         at a time, and its lag for a sensor whose clock runs behind. The quantile is
         tracked per sensor in arrival order (q += step * (tau - [x < q])), so an outage
-        moves it by one step only; silence is measured beyond it (``_extra``)."""
+        moves it by one step only; over a sensor's first ``STALE_WARMUP_READINGS`` it is
+        the largest staleness seen (a gateway's pattern is learned at once, at the price
+        of an outage that early counting as normal for a while). Silence is measured
+        beyond it (``_extra``)."""
         out = track.stale.copy()
         if not self.learn_staleness or out.shape[0] == 0:
             return out
@@ -486,6 +490,7 @@ class NoSignal(StateBacked):
             rows = by_rank[lo:hi]
             k = seg[rows]
             moved = q[k] + step_ms * (STALE_QUANTILE - (x[rows] < q[k]))
+            moved = np.where(track.count[rows] <= STALE_WARMUP_READINGS, np.maximum(q[k], x[rows]), moved)
             q[k] = np.where(valid[rows], np.maximum(moved, 0.0), q[k])
             out[rows] = q[k]
         return out

@@ -167,7 +167,10 @@ def one_by_one(ctx: DetectorContext, readings: list[R], rank: int, after: float 
             if before is not None and r.sensor in last:
                 x = max(before - last[r.sensor], 0)
                 q = stale.get(r.sensor, float(tick))
-                stale[r.sensor] = max(q + 0.5 * tick * (0.9 - (x < q)), 0.0)
+                if count[r.sensor] + 1 <= 10:  # warm-up: the largest staleness so far
+                    stale[r.sensor] = max(q, x)
+                else:
+                    stale[r.sensor] = max(q + 0.5 * tick * (0.9 - (x < q)), 0.0)
             last[r.sensor] = t
             first.setdefault(r.sensor, t)
             count[r.sensor] = count.get(r.sensor, 0) + 1
