@@ -9,7 +9,9 @@ the city's local clock (``context.utc_offset_s``):
 * the whole history: used while this hour of the day is cold too (the first day).
 
 A reading is scored against the most specific baseline that has seen ``warmup``
-readings: ``z = (x - mean) / (sd + floor * |mean|)``, positive side only (a drop is
+readings, and for an hourly profile on at least two different days (weeks for the
+hour of the week): one day's first half hour at 7:00 says nothing of 7:30, when a
+shift may start. Scores: ``z = (x - mean) / (sd + floor * |mean|)``, positive side only (a drop is
 ``idle_in_hours``' business). The relative floor makes ``z`` a multiple of the usual
 level as well as of its spread, so a quiet, steady meter does not alarm on a 5 % step.
 It is ``rel_floor`` against an hourly profile and the larger ``overall_rel_floor``
@@ -72,7 +74,8 @@ class LoadProfile(SeriesDetector):
         fields: dict[str, Field] = {}
         for level, slots in zip(LEVELS, (168, 24, 1), strict=True):
             fields |= {f"{level}_n": Field(np.int64, 0, (slots,)), f"{level}_mean": Field(np.float64, 0.0, (slots,)),
-                       f"{level}_var": Field(np.float64, 0.0, (slots,))}
+                       f"{level}_var": Field(np.float64, 0.0, (slots,)),
+                       f"{level}_visits": Field(np.int64, 0, (slots,)), f"{level}_last": Field(np.int64, -1, (slots,))}
         return fields
 
     @classmethod
@@ -86,14 +89,19 @@ class LoadProfile(SeriesDetector):
         state = [(ints(self.state[f"{lv}_n"]), floats(self.state[f"{lv}_mean"]), floats(self.state[f"{lv}_var"]))
                  for lv in LEVELS]
         seen = [n[sensor, slot] for (n, _, _), slot in zip(state, slots, strict=True)]
+        local_day = (event_ms + offset * 1000) // 86_400_000
+        visit_ids = (local_day // 7, local_day, np.zeros_like(local_day))  # a new week, a new day
+        visits = [ints(self.state[f"{lv}_visits"]) for lv in LEVELS]
+        last_visit = [ints(self.state[f"{lv}_last"]) for lv in LEVELS]
+        enough = [visits[i][sensor, slots[i]] >= need for i, need in enumerate((2, 2, 1))]
         mean = np.zeros(sensor.shape[0])
         var = np.zeros(sensor.shape[0])
         rel = np.zeros(sensor.shape[0])
         warm = np.zeros(sensor.shape[0], np.bool_)
         floors = (self.rel_floor, self.rel_floor, self.overall_rel_floor)
-        for (_, means, variances), slot, n, floor in zip(reversed(state), reversed(slots), reversed(seen),
-                                                         reversed(floors), strict=True):
-            here = n >= self.warmup  # most specific last: it wins
+        for (_, means, variances), slot, n, floor, ok in zip(reversed(state), reversed(slots), reversed(seen),
+                                                             reversed(floors), reversed(enough), strict=True):
+            here = (n >= self.warmup) & ok  # most specific last: it wins
             mean = np.where(here, means[sensor, slot], mean)
             var = np.where(here, variances[sensor, slot], var)
             rel = np.where(here, floor, rel)
@@ -115,4 +123,8 @@ class LoadProfile(SeriesDetector):
             means[sensor, slot] = new_mean
             variances[sensor, slot] = np.where(protected, np.minimum(new_var, capped), new_var)
             counts[sensor, slot] = n + ~skip
+            i = LEVELS.index(level)
+            new_visit = ~skip & (last_visit[i][sensor, slot] != visit_ids[i])
+            visits[i][sensor, slot] += new_visit
+            last_visit[i][sensor, slot] = np.where(~skip, visit_ids[i], last_visit[i][sensor, slot])
         return z

@@ -75,9 +75,8 @@ MEASURE: Final = "silent_periods"
 UNSET_MS: Final = np.iinfo(np.int64).max  # first_ms of a sensor never heard
 BoolArray = npt.NDArray[np.bool_]
 _PAIRS_PER_CHUNK: Final = 1 << 18  # (sensor, level) searches per chunk in NoSignal._crossings
-STALE_QUANTILE: Final = 0.9  # the usual staleness is this quantile of a sensor's staleness at arrival
+STALE_QUANTILE: Final = 0.98  # the usual staleness is this quantile of a sensor's staleness at arrival
 STALE_STEP_PERIODS: Final = 0.5  # quantile tracking step, in periods
-STALE_WARMUP_READINGS: Final = 10  # over a sensor's first readings the allowance is their largest staleness
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +225,12 @@ class NoSignal(StateBacked):
     anomaly: ClassVar[str] = "gap"
 
     def __init__(self, context: DetectorContext, *, report_after_periods: float = 2.0, learn_period: bool = True,
-                 clock_rank: int = 3, unheard_after_periods: float = 10.0, learn_staleness: bool = True) -> None:
+                 clock_rank: int = 3, unheard_after_periods: float = 10.0, learn_staleness: bool = True,
+                 warmup_readings: int = 10) -> None:
         check_at_least("report_after_periods", report_after_periods, 1.0)
         check_at_least("unheard_after_periods", unheard_after_periods, 1.0)
+        check_int_at_least("warmup_readings", warmup_readings, 0)
+        self.warmup_readings = warmup_readings
         if not isinstance(learn_staleness, bool):
             msg = f"learn_staleness: must be true or false, got {learn_staleness!r}"
             raise ValueError(msg)
@@ -379,7 +381,7 @@ class NoSignal(StateBacked):
             period = self._period(view.last[tracked], view.first[tracked], view.count[tracked])
             extra = self._extra(view.stale[tracked], period, heard[tracked])
             periods = (tick - since - extra) / period
-            after = np.where(heard[tracked], self.report_after_periods, self.unheard_after_periods)
+            after = self._after(heard[tracked], view.count[tracked])
             silent = np.flatnonzero((periods >= after) & (since != UNSET_MS))
             if silent.size:
                 who = view.members[tracked[silent]]
@@ -438,7 +440,7 @@ class NoSignal(StateBacked):
         period = self._period(pieces.last, pieces.first, pieces.count)
 
         extra = self._extra(pieces.stale, period, pieces.heard)
-        after = np.where(pieces.heard, self.report_after_periods, self.unheard_after_periods)
+        after = self._after(pieces.heard, pieces.count)
 
         def periods(piece: IntArray, c: IntArray) -> FloatArray:
             since = np.where(pieces.heard[piece], pieces.last[piece], start[c])
@@ -472,7 +474,7 @@ class NoSignal(StateBacked):
         reports on its own, several for one behind a gateway that forwards a few readings
         at a time, and its lag for a sensor whose clock runs behind. The quantile is
         tracked per sensor in arrival order (q += step * (tau - [x < q])), so an outage
-        moves it by one step only; over a sensor's first ``STALE_WARMUP_READINGS`` it is
+        moves it by one step only; over a sensor's first ``warmup_readings`` it is
         the largest staleness seen (a gateway's pattern is learned at once, at the price
         of an outage that early counting as normal for a while). Silence is measured
         beyond it (``_extra``)."""
@@ -490,7 +492,7 @@ class NoSignal(StateBacked):
             rows = by_rank[lo:hi]
             k = seg[rows]
             moved = q[k] + step_ms * (STALE_QUANTILE - (x[rows] < q[k]))
-            moved = np.where(track.count[rows] <= STALE_WARMUP_READINGS, np.maximum(q[k], x[rows]), moved)
+            moved = np.where(track.count[rows] <= self.warmup_readings, np.maximum(q[k], x[rows]), moved)
             q[k] = np.where(valid[rows], np.maximum(moved, 0.0), q[k])
             out[rows] = q[k]
         return out
@@ -512,6 +514,13 @@ class NoSignal(StateBacked):
             after = np.where(idx >= 0, level[np.maximum(idx, 0)], w0)
         before = np.r_[w0, after[:-1]]
         out: IntArray = np.where(before == NEVER_MS, NEVER_MS, np.maximum(before, view.floor_ms))
+        return out
+
+    def _after(self, heard: BoolArray, count: IntArray) -> FloatArray:
+        """Periods of silence that count: ``report_after_periods`` once a sensor has shown
+        how it reports (``warmup_readings``), ``unheard_after_periods`` before."""
+        known = heard & (count >= self.warmup_readings)
+        out: FloatArray = np.where(known, self.report_after_periods, self.unheard_after_periods)
         return out
 
     def _extra(self, stale: FloatArray, period: FloatArray, heard: BoolArray) -> FloatArray:

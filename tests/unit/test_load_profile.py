@@ -59,3 +59,11 @@ def test_batch_boundaries_do_not_matter() -> None:
     level[30 * 60:31 * 60] = 1500.0
     power = noisy(level, 3)
     np.testing.assert_array_equal(run(power, 1), run(power, 97))
+
+
+def test_a_shift_starting_in_the_middle_of_an_hour_first_seen_today_is_normal() -> None:
+    """The 7:00 slot has seen 30 quiet minutes today when the shift starts at 7:30: one
+    day's half hour is not the profile of that hour (a slot needs two days)."""
+    minutes = np.arange(12 * 60)
+    level = np.where(minutes >= 7 * 60 + 30, 700.0, 250.0)
+    assert run(noisy(level, 4)).max() < 6

@@ -49,15 +49,15 @@ def test_the_newest_event_time_as_clock_fails_on_that_stream() -> None:
     """clock_rank 1 is the old watermark (the newest event time of the kind): the fast
     sensor drags it 60 s ahead and every other sensor looks ~6 periods silent."""
     readings = park(fast={7: 60.0}, stop={3: 205.0})
-    fed = feed(NoSignal(HAZ, clock_rank=1), stream(HAZ, readings))
+    fed = feed(NoSignal(HAZ, clock_rank=1, learn_staleness=False, warmup_readings=0), stream(HAZ, readings))
     assert {s for s, _, _ in fed.silent} == {0, 1, 2, 3, 4, 5, 6}
     assert max(x for s, _, x in fed.silent if s != 3) > 5
 
 
 def test_two_fast_clocks_are_tolerated_a_third_is_not() -> None:
-    two = feed(NoSignal(HAZ), stream(HAZ, park(fast={6: 60.0, 7: 290.0})))
+    two = feed(NoSignal(HAZ, learn_staleness=False, warmup_readings=0), stream(HAZ, park(fast={6: 60.0, 7: 290.0})))
     assert two.silent == []
-    three = feed(NoSignal(HAZ), stream(HAZ, park(fast={5: 45.0, 6: 60.0, 7: 290.0})))
+    three = feed(NoSignal(HAZ, learn_staleness=False, warmup_readings=0), stream(HAZ, park(fast={5: 45.0, 6: 60.0, 7: 290.0})))
     assert {s for s, _, _ in three.silent} == {0, 1, 2, 3, 4}  # rank 3: three fast clocks move it
 
 
@@ -150,7 +150,7 @@ def one_by_one(ctx: DetectorContext, readings: list[R], rank: int, after: float 
     last: dict[int, int] = {}
     first: dict[int, int] = {}
     count: dict[int, int] = {}
-    stale: dict[int, float] = {}  # the usual staleness: a running 0.9-quantile
+    stale: dict[int, float] = {}  # the usual staleness: a running 0.98-quantile
     start: int | None = None
     out = []
 
@@ -170,7 +170,7 @@ def one_by_one(ctx: DetectorContext, readings: list[R], rank: int, after: float 
                 if count[r.sensor] + 1 <= 10:  # warm-up: the largest staleness so far
                     stale[r.sensor] = max(q, x)
                 else:
-                    stale[r.sensor] = max(q + 0.5 * tick * (0.9 - (x < q)), 0.0)
+                    stale[r.sensor] = max(q + 0.5 * tick * (0.98 - (x < q)), 0.0)
             last[r.sensor] = t
             first.setdefault(r.sensor, t)
             count[r.sensor] = count.get(r.sensor, 0) + 1
@@ -188,7 +188,7 @@ def one_by_one(ctx: DetectorContext, readings: list[R], rank: int, after: float 
                     period = max(period, (last[s] - first[s]) / (count[s] - 1))
                 extra = max(stale.get(s, float(tick)) - period, 0.0)
                 periods = (big_t - last[s] - extra) / period
-                threshold = after
+                threshold = after if count[s] >= 10 else unheard_after  # judged once it has shown its pattern
             else:
                 assert seen_start is not None
                 periods = (big_t - seen_start) / tick

@@ -94,7 +94,7 @@ def two_sensors(stop_s: float, end_s: float, resume_s: float | None = None) -> l
 
 def test_no_signal_reports_silence_in_periods_at_each_tick() -> None:
     readings = two_sensors(stop_s=120, end_s=600)
-    fed = feed(NoSignal(PAIR, learn_staleness=False), stream(PAIR, readings))
+    fed = feed(NoSignal(PAIR, learn_staleness=False, warmup_readings=0), stream(PAIR, readings))
     # sensor 1 last spoke at 121 s; tick T is checked when sensor 0's reading at T arrives.
     # silence (T - 121) / 60 >= 2 from T = 300 on (240 gives 1.98)
     expected = [(1, t * 1000, (t - 121) / 60) for t in range(300, 601, 60)]
@@ -105,7 +105,7 @@ def test_no_signal_reports_silence_in_periods_at_each_tick() -> None:
 
 def test_no_signal_clears_when_the_sensor_speaks_again() -> None:
     readings = two_sensors(stop_s=120, end_s=600, resume_s=480)
-    det = NoSignal(PAIR)
+    det = NoSignal(PAIR, learn_staleness=False, warmup_readings=0)
     whole = stream(PAIR, readings)
     scores = det.score_and_update(whole.take(np.argsort(whole.sensor_idx, kind="stable")))
     sensor, times = scores.sensors_and_times(whole.take(np.argsort(whole.sensor_idx, kind="stable")))
@@ -133,8 +133,8 @@ def test_no_signal_learns_a_slower_period() -> None:
         readings.append(R(0, t, {"value": 1.0}))
         if t % 180 == 0:
             readings.append(R(1, t + 1, {"value": 1.0}))
-    fixed = feed(NoSignal(PAIR, learn_period=False, learn_staleness=False), stream(PAIR, readings))
-    learned = feed(NoSignal(PAIR, learn_staleness=False), stream(PAIR, readings))
+    fixed = feed(NoSignal(PAIR, learn_period=False, learn_staleness=False, warmup_readings=0), stream(PAIR, readings))
+    learned = feed(NoSignal(PAIR, learn_staleness=False, warmup_readings=0), stream(PAIR, readings))
     # sensor 1 speaks at 1, 181, 361, 541, 721 s; at ticks 180, 360, 540, 720 it has been
     # silent 179 s = 2.98 expected periods (at 480: 119 s, 1.98 periods, not yet)
     assert [(s, t) for s, t, _ in fixed.silent] == [(1, t * 1000) for t in (180, 360, 540, 720)]
