@@ -11,6 +11,11 @@ small shift persists, which a per-reading z-score never shows. There is no
 reset at a threshold (thresholds belong to routes); the sums decay back to 0
 once readings return to normal or the slow baseline absorbs the new level.
 The first ``warmup`` readings score 0 and do not accumulate.
+
+``min_sd`` floors the standard deviation in the quantity's own units: the
+instrument's resolution. A gas detector sitting at its zero in clean air has a
+variance near 0, and its last-digit wobble (autocorrelated, so it comes in runs)
+would otherwise add up to tens of "standard deviations".
 """
 
 from __future__ import annotations
@@ -34,12 +39,14 @@ class TwoSidedCusum(SeriesDetector):
     anomaly: ClassVar[str] = "spike"
 
     def __init__(
-        self, context: DetectorContext, *, quantity: str, alpha: float = 0.01, k: float = 0.5, warmup: int = 30
+        self, context: DetectorContext, *, quantity: str, alpha: float = 0.01, k: float = 0.5, warmup: int = 30,
+        min_sd: float = 0.0,
     ) -> None:
         check_below_one("alpha", alpha)
         check_at_least("k", k, 0.0)
         check_at_least("warmup", warmup, 2)
-        self.alpha, self.k, self.warmup = alpha, float(k), int(warmup)
+        check_at_least("min_sd", min_sd, 0.0)
+        self.alpha, self.k, self.warmup, self.min_sd = alpha, float(k), int(warmup), float(min_sd)
         super().__init__(context, quantity=quantity)
 
     def state_fields(self) -> Mapping[str, Field]:
@@ -55,12 +62,13 @@ class TwoSidedCusum(SeriesDetector):
     def test_params(cls) -> Iterator[dict[str, Any]]:
         yield {"quantity": "value"}
         yield {"quantity": "value", "alpha": 0.1, "k": 0.0, "warmup": 3}
+        yield {"quantity": "value", "min_sd": 1.0}
 
     def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
         n = ints(self.state["n"])[sensor] + 1
         mean, var = floats(self.state["mean"])[sensor], floats(self.state["var"])[sensor]
         live = n > self.warmup
-        z = np.where(live, (value - mean) / scale(var, mean), 0.0)
+        z = np.where(live, (value - mean) / np.maximum(scale(var, mean), self.min_sd), 0.0)
         up = np.where(live, np.maximum(0.0, floats(self.state["up"])[sensor] + z - self.k), 0.0)
         down = np.where(live, np.maximum(0.0, floats(self.state["down"])[sensor] - z - self.k), 0.0)
         mean, var = ewma_fold(mean, var, value, np.maximum(self.alpha, 1.0 / n))

@@ -363,7 +363,7 @@ def _power_surge(s: _Sensor, rng: np.random.Generator, b: int, e: int) -> Incide
         return None
     env = _envelope(s.t_ms, b, e, 2 * 60_000)
     s.values["power_kw"] = s.values["power_kw"] * (1 + (ratio - 1) * env)
-    return _incident(s, "power_surge", b, e, {"meter_power_profile_spike", "meter_power_anomaly"})
+    return _incident(s, "power_surge", b, e, {"meter_power_profile_spike"})
 
 
 def _slow_drift(s: _Sensor, rng: np.random.Generator, b: int, e: int) -> Incident | None:
