@@ -110,7 +110,12 @@ INCIDENT_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def generate(topology: Topology, seed: int, hours: float = 8.0, start_ms: int | None = None) -> Scenario:
+def generate(topology: Topology, seed: int, hours: float = 8.0, start_ms: int | None = None,
+             share: tuple[float, float] = (0.3, 0.8), warmup_ms: int = WARMUP_MS,
+             consumer: str | None = None) -> Scenario:
+    """A scenario of ``hours`` from ``start_ms`` (default: a random hour of 2026): a random
+    ``share`` of the catalog takes part, incidents start after ``warmup_ms``; ``consumer``
+    forces how partitions are drained (live, catchup, slow_partition; default: random)."""
     rng = np.random.default_rng(seed)
     if start_ms is None:  # a random local time in 2026, so the week and the day fall anywhere
         start_ms = 1_767_225_600_000 + int(rng.integers(0, 330)) * 86_400_000 + int(rng.integers(0, 24)) * HOUR_MS
@@ -120,19 +125,19 @@ def generate(topology: Topology, seed: int, hours: float = 8.0, start_ms: int | 
     absent: dict[str, str] = {}
     for kind in PERIOD_S:
         catalog = list(topology.catalog.by_kind(kind))
-        share = rng.uniform(0.3, 0.8)
-        chosen = rng.random(len(catalog)) < share
+        part = rng.uniform(*share)
+        chosen = rng.random(len(catalog)) < part
         for info, on in zip(catalog, chosen, strict=True):
             if on:
                 sensors.append(_make_sensor(info, kind, rng, start_ms, span_ms))
                 taking_part[info.sensor_id] = kind
             else:
                 absent[info.sensor_id] = kind
-    incidents = _incidents(sensors, rng, start_ms, span_ms)
+    incidents = _incidents(sensors, rng, start_ms, span_ms, warmup_ms)
     _deliveries(sensors, rng)
     partitions = topology.spec.topics.partitions
     records = _records(sensors, rng, partitions)
-    records, consumer = _consume(records, rng, partitions, start_ms, span_ms)
+    records, consumer = _consume(records, rng, partitions, start_ms, span_ms, consumer)
     return Scenario(seed, start_ms, hours, records, incidents, taking_part, absent, consumer,
                     {s.info.sensor_id: s.skew_ms for s in sensors}, {s.info.sensor_id: s.period_ms for s in sensors})
 
@@ -240,7 +245,8 @@ MODELS: dict[str, Callable[[SensorInfo, np.random.Generator, np.ndarray, np.ndar
 
 
 # -- incidents ----------------------------------------------------------------------------
-def _incidents(sensors: list[_Sensor], rng: np.random.Generator, start_ms: int, span_ms: int) -> list[Incident]:
+def _incidents(sensors: list[_Sensor], rng: np.random.Generator, start_ms: int, span_ms: int,
+               warmup_ms: int) -> list[Incident]:
     out: list[Incident] = []
     wanted = int(rng.integers(12, 20))
     order = rng.permutation(len(sensors))
@@ -253,9 +259,9 @@ def _incidents(sensors: list[_Sensor], rng: np.random.Generator, start_ms: int, 
         kind_choice = str(rng.choice(choices))
         duration = int(rng.uniform(*DURATION_MIN[kind_choice]) * 60_000)
         latest = start_ms + span_ms - duration - HOUR_MS // 2
-        if latest <= start_ms + WARMUP_MS:
+        if latest <= start_ms + warmup_ms:
             continue
-        begin = int(rng.integers(start_ms + WARMUP_MS, latest))
+        begin = int(rng.integers(start_ms + warmup_ms, latest))
         incident = APPLY[kind_choice](sensor, rng, begin, begin + duration)
         if incident is not None:
             incident.id = f"{kind_choice}-{len(out):02d}"
@@ -480,10 +486,11 @@ def _ts(ms: int, rfc3339: bool) -> str | int:
 
 # -- the consumer ---------------------------------------------------------------------------
 def _consume(records: list[Record], rng: np.random.Generator, partitions: int, start_ms: int,
-             span_ms: int) -> tuple[list[Record], str]:
+             span_ms: int, forced: str | None = None) -> tuple[list[Record], str]:
     """The records in the order one worker reads them: each (kind, partition) in broker
     order (arrival), the partitions drained at their own pace."""
-    mode = str(rng.choice(["live", "catchup", "slow_partition"]))
+    drawn = str(rng.choice(["live", "catchup", "slow_partition"]))
+    mode = forced or drawn
     arrival = np.array([r.arrival_ms for r in records], np.int64)
     kinds = {k: i for i, k in enumerate(PERIOD_S)}
     lane = np.array([kinds[r.kind] * 1000 + r.partition for r in records], np.int64)
