@@ -13,7 +13,7 @@ scenario's consumer reads them, in batches of random size (1 to the kind's
   the first set point;
 * **false alarms**: onsets on sensors taking part that no incident explains (an onset
   on an incident's sensor during its window, of any rule, is explained), per 1,000
-  sensor-hours of the sensors taking part;
+  sensor-hours of the sensors taking part (energy meters' three days of history included);
 * **absent sensors**: catalog sensors that never report should each get a no-signal
   alarm; those alarms are not false.
 
@@ -100,7 +100,7 @@ def score(scenario: Scenario, onsets: list[Onset], skew_of: dict[str, int] | Non
         per_type[inc.type].append(row)
     false = [o for i, o in enumerate(onsets) if i not in explained and o.sensor_id in scenario.taking_part]
     absent_flagged = {o.sensor_id for o in onsets if o.sensor_id in scenario.absent and o.rule.startswith("no_signal")}
-    sensor_hours = len(scenario.taking_part) * scenario.hours
+    sensor_hours = scenario.sensor_hours
     by_rule: dict[str, int] = defaultdict(int)
     for o in false:
         by_rule[o.rule] += 1
