@@ -5,7 +5,10 @@ of *this* weekday. Each sensor learns three baselines online, all by event time 
 the city's local clock (``context.utc_offset_s``):
 
 * hour of the week (168 slots): the profile once a week of history exists;
-* hour of the day (24 slots): used while this hour-of-week slot is still cold;
+* hour of the day (24 slots): used while this hour-of-week slot is still cold. It
+  mixes weekdays with days off, so it tracks the *upper* level of the hour: it
+  rises at the usual weight and sinks at ``protect_weight`` times it, and a quiet
+  Sunday does not make Monday's shift start look like a surge;
 * the whole history: used while this hour of the day is cold too (the first day).
 
 A reading is scored against the most specific baseline that has seen ``warmup``
@@ -113,6 +116,8 @@ class LoadProfile(SeriesDetector):
         for level, (counts, means, variances), slot, n in zip(LEVELS, state, slots, seen, strict=True):
             least = self.overall_alpha if level == "all" else self.alpha
             weight = np.maximum(least, 1.0 / (n + 1)) * np.where(protected, self.protect_weight, 1.0)
+            if level == "day":  # the hour's upper level across days (see the module docstring)
+                weight = weight * np.where(learned < means[sensor, slot], self.protect_weight, 1.0)
             skip = protected & (n < self.warmup)  # a cold baseline does not start from a surge
             weight = np.where(skip, 0.0, weight)
             mean_here, var_here = means[sensor, slot], variances[sensor, slot]

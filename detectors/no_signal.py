@@ -355,8 +355,8 @@ class NoSignal(StateBacked):
         """Fold the readings (arrival order) into the state; the silences found at the
         tick crossings on the way, ordered by (arrival position, sensor)."""
         track = _Track.of(view, sensor, t, grouped)
-        track = dataclasses.replace(track, stale=self._staleness(track, view))
-        crossing, tick = self._crossings(track, view)
+        crossing, tick, start, w0 = self._crossings(track, view)
+        track = dataclasses.replace(track, stale=self._staleness(track, view, crossing, tick, start, w0))
         silence = self._silences(track, view, crossing, tick) if crossing.size else None
         track.fold(view)
         self._store(view)
@@ -389,7 +389,7 @@ class NoSignal(StateBacked):
                                      np.full(who.shape[0], tick, np.int64), periods[silent]))
         return found
 
-    def _crossings(self, track: _Track, view: _View) -> tuple[IntArray, IntArray]:
+    def _crossings(self, track: _Track, view: _View) -> tuple[IntArray, IntArray, int, int]:
         """The arrival positions at which the clock (the ``rank``-th newest of the sensors'
         newest event times) passes one or more ticks, and the newest tick passed at each.
 
@@ -398,16 +398,21 @@ class NoSignal(StateBacked):
         ``rank``-th sensor gets to >= v (sensors already there before the batch count from
         the start); per tick, that of the first level at or past it. Exact integer work:
         a search per (sensor, level it passes in the batch), levels limited to those
-        preceded by a tick, in chunks of bounded size."""
+        preceded by a tick, in chunks of bounded size.
+
+        Also returns where the clock starts (-1: it ran before the batch; the number of
+        readings: it does not start) and its value there."""
         none = np.zeros(0, np.int64)
+        n_rows = int(track.position.shape[0])
         r, tick_ms = view.rank, self.tick_ms
         seed = view.last
         g = track.segments
         final = seed.copy()
         final[track.sensor] = track.last[g.tail]
         w0, w_end = _newest(seed, r), _newest(final, r)
+        start = -1
         if w_end == NEVER_MS:
-            return none, none
+            return none, none, n_rows, NEVER_MS
         if w0 == NEVER_MS:  # the clock starts at the reading that brings the rank-th sensor
             heard = int(np.count_nonzero(seed != NEVER_MS))
             new = np.flatnonzero(seed[track.sensor] == NEVER_MS)
@@ -418,14 +423,14 @@ class NoSignal(StateBacked):
             w0 = _newest(at_start, r)
         w0 = max(w0, view.floor_ms)  # an idle spell may have moved the clock on already
         if w_end <= w0 or w_end // tick_ms == w0 // tick_ms:
-            return none, none
+            return none, none, start, w0
         ahead = seed[seed > w0]  # fewer than r sensors
         level = np.r_[track.last, ahead]
         level = np.unique(level[(level > w0) & (level <= w_end)])
         level = level[level // tick_ms > np.r_[w0, level[:-1]] // tick_ms]  # a tick just below
         reached = _reached(track, seed, ahead, level, r)
         last_of_run = np.r_[reached[1:] != reached[:-1], True]
-        return reached[last_of_run], level[last_of_run] // tick_ms * tick_ms
+        return reached[last_of_run], level[last_of_run] // tick_ms * tick_ms, start, w0
 
     def _silences(self, track: _Track, view: _View, crossing: IntArray, tick: IntArray) -> Silence | None:
         """Every (crossing, sensor) with a silence, found per *piece* (a sensor and the
@@ -466,24 +471,26 @@ class NoSignal(StateBacked):
         piece, c = piece[order], c[order]
         return Silence(crossing[c], who[order], tick[c], periods(piece, c))
 
-    def _staleness(self, track: _Track, view: _View) -> FloatArray:
+    def _staleness(self, track: _Track, view: _View, crossing: IntArray, tick: IntArray, start: int,
+                   w0: int) -> FloatArray:
         """Per grouped row: the sensor's usual staleness after it (a running quantile).
 
         A reading's staleness is how far its sensor's newest event time trailed the
         partition's clock just before it arrived: about one period for a sensor that
         reports on its own, several for one behind a gateway that forwards a few readings
-        at a time, and its lag for a sensor whose clock runs behind. The quantile is
-        tracked per sensor in arrival order (q += step * (tau - [x < q])), so an outage
-        moves it by one step only; over a sensor's first ``warmup_readings`` it is
-        the largest staleness seen (a gateway's pattern is learned at once, at the price
-        of an outage that early counting as normal for a while). Silence is measured
-        beyond it (``_extra``)."""
+        at a time, and its lag for a sensor whose clock runs behind. The clock is taken
+        at tick resolution (the newest tick it had passed, plus half a tick), which the
+        crossings give at no extra cost. The quantile is tracked per sensor in arrival
+        order (q += step * (tau - [x < q])), so an outage moves it by one step only; over
+        a sensor's first ``warmup_readings`` it is the largest staleness seen (a gateway's
+        pattern is learned at once, at the price of an outage that early counting as
+        normal for a while). Silence is measured beyond it (``_extra``)."""
         out = track.stale.copy()
         if not self.learn_staleness or out.shape[0] == 0:
             return out
-        before = self._clock_before(track, view)[track.position]
+        before = self._tick_before(track.position, crossing, tick, start, w0)
         valid = (before != NEVER_MS) & (track.prev != NEVER_MS) & (track.last > track.prev)
-        x = np.where(valid, np.maximum(before - track.prev, 0), 0).astype(np.float64)
+        x = np.where(valid, np.maximum(before + self.tick_ms // 2 - track.prev, 0), 0).astype(np.float64)
         step_ms = STALE_STEP_PERIODS * self.tick_ms
         by_rank, bounds = rounds(track.segments)
         q = view.stale[track.sensor].copy()  # per segment
@@ -497,23 +504,14 @@ class NoSignal(StateBacked):
             out[rows] = q[k]
         return out
 
-    def _clock_before(self, track: _Track, view: _View) -> IntArray:
-        """The partition's clock just before each arrival position of the batch."""
-        n_rows = track.position.shape[0]
-        seed, g, r = view.last, track.segments, view.rank
-        final = seed.copy()
-        final[track.sensor] = track.last[g.tail]
-        w0, w_end = _newest(seed, r), _newest(final, r)
-        after = np.full(n_rows, w0, np.int64)
-        if w_end != NEVER_MS and w_end > w0:
-            ahead = seed[seed > w0]
-            level = np.unique(np.r_[track.last, ahead])
-            level = level[(level > w0) & (level <= w_end)]
-            reached = _reached(track, seed, ahead, level, r)  # ascending with the level
-            idx = np.searchsorted(reached, np.arange(n_rows), side="right") - 1
-            after = np.where(idx >= 0, level[np.maximum(idx, 0)], w0)
-        before = np.r_[w0, after[:-1]]
-        out: IntArray = np.where(before == NEVER_MS, NEVER_MS, np.maximum(before, view.floor_ms))
+    def _tick_before(self, position: IntArray, crossing: IntArray, tick: IntArray, start: int, w0: int) -> IntArray:
+        """The newest tick the clock had passed just before each arrival ``position``
+        (NEVER_MS while the clock has not started)."""
+        base = NEVER_MS if w0 == NEVER_MS else w0 // self.tick_ms * self.tick_ms
+        k = np.searchsorted(crossing, position, side="left") - 1  # crossings strictly before
+        ticked = tick[np.maximum(k, 0)] if tick.size else np.full(position.shape[0], base, np.int64)
+        out: IntArray = np.where(k >= 0, ticked, base)
+        out = np.where(position <= start, NEVER_MS, out)
         return out
 
     def _after(self, heard: BoolArray, count: IntArray) -> FloatArray:

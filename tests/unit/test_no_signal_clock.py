@@ -36,7 +36,7 @@ def park(rounds: int = 61, fast: dict[int, float] | None = None, stop: dict[int,
 
 def test_one_fast_clock_does_not_make_the_others_silent() -> None:
     readings = park(fast={7: 60.0}, stop={3: 205.0})
-    fed = feed(NoSignal(HAZ), stream(HAZ, readings))
+    fed = feed(NoSignal(HAZ, learn_staleness=False, warmup_readings=0), stream(HAZ, readings))  # the clock alone
     # the clock passes tick 10 k when the third sensor reaches it: sensor 7 (fast), 0, then 1
     # at 10 k + 1 s. Sensor 3 last spoke at 203 s: (T - 203) / 10 >= 2 from T = 230 on
     expected = [(3, t * 1000, (t - 203) / 10) for t in range(230, 601, 10)]
@@ -165,7 +165,7 @@ def one_by_one(ctx: DetectorContext, readings: list[R], rank: int, after: float 
         seen_start = start
         if fresh:
             if before is not None and r.sensor in last:
-                x = max(before - last[r.sensor], 0)
+                x = max(before // tick * tick + tick // 2 - last[r.sensor], 0)  # the clock at tick resolution
                 q = stale.get(r.sensor, float(tick))
                 if count[r.sensor] + 1 <= 10:  # warm-up: the largest staleness so far
                     stale[r.sensor] = max(q, x)
