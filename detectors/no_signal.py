@@ -277,24 +277,25 @@ class NoSignal(StateBacked):
             view = self._view(int(heard[0]))
             local = self._local(view, sensor)
             silence = self._scan(view, local, t, _grouped(batch, readings))
-            found = [] if silence is None else [silence.mapped(view.members, None)]
-        else:
-            found = self._scan_partitions(sensor, t, part, heard)
-        clocks = [self._view(int(q)).clock() for q in heard]
+            return self._scores(batch, readings, None if silence is None else silence.mapped(view.members, None))
+        found, clocks = self._scan_partitions(sensor, t, part, heard)
         found += self._idle(set(batch.idle_partitions) - set(heard.tolist()), min(clocks), len(readings))
         return self._scores(batch, readings, Silence.join(found))
 
-    def _scan_partitions(self, sensor: IntArray, t: IntArray, part: IntArray, heard: IntArray) -> list[Silence]:
+    def _scan_partitions(self, sensor: IntArray, t: IntArray, part: IntArray,
+                         heard: IntArray) -> tuple[list[Silence], list[int]]:
         """Each partition's readings against that partition's own clock: how fast another
-        partition is consumed cannot make this one's sensors look silent."""
-        found = []
+        partition is consumed cannot make this one's sensors look silent. Also each
+        partition's clock after the batch."""
+        found, clocks = [], []
         for q in heard.tolist():
             sel = np.flatnonzero(part == q)
             view = self._view(q)
             silence = self._scan(view, self._local(view, sensor[sel]), t[sel], None)
+            clocks.append(view.clock())
             if silence is not None:
                 found.append(silence.mapped(view.members, sel))
-        return found
+        return found, clocks
 
     def _view(self, partition: int) -> _View:
         """The sensors ``partition`` carries: heard there last, or (never heard) hashed there."""
@@ -306,9 +307,11 @@ class NoSignal(StateBacked):
         members = np.flatnonzero(where == partition)
         first = ints(self.state["first_ms"])[members]
         stale = floats(self.state["stale_ms"])[members]
-        return _View(partition, members, ints(self.state["last_ms"])[members], first, ints(self.state["n_fresh"])[members],
-                     np.where(np.isnan(stale), float(self.tick_ms), stale), self._hashed_here(members, partition), self._rank(int(np.count_nonzero(self._hashed(partition)))),
-                     self.floor_ms.get(partition, NEVER_MS), int(first.min(initial=UNSET_MS)))
+        rank = self._rank(int(np.count_nonzero(self._hashed(partition))))
+        return _View(partition, members, ints(self.state["last_ms"])[members], first,
+                     ints(self.state["n_fresh"])[members], np.where(np.isnan(stale), float(self.tick_ms), stale),
+                     self._hashed_here(members, partition), rank, self.floor_ms.get(partition, NEVER_MS),
+                     int(first.min(initial=UNSET_MS)))
 
     def _hashed(self, partition: int) -> BoolArray:
         """Catalog sensors whose key the default partitioner puts on ``partition``."""
@@ -376,7 +379,7 @@ class NoSignal(StateBacked):
             tick = kind_clock // self.tick_ms * self.tick_ms
             heard = view.last != NEVER_MS
             tracked = np.flatnonzero(heard | view.catalog)
-            start = min(view.start_ms, int(ints(self.state["first_ms"]).min(initial=UNSET_MS)))
+            start = int(ints(self.state["first_ms"]).min(initial=UNSET_MS))  # the kind's start of observation
             since = np.where(heard[tracked], view.last[tracked], start)
             period = self._period(view.last[tracked], view.first[tracked], view.count[tracked])
             extra = self._extra(view.stale[tracked], period, heard[tracked])

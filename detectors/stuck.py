@@ -48,7 +48,7 @@ class StuckValue(SeriesDetector):
                  floor: float | None = None) -> None:
         check_int_at_least("run_length", run_length, 2)
         check_at_least("tolerance", tolerance, 0.0)
-        if floor is not None and not (isinstance(floor, (int, float)) and np.isfinite(floor)):
+        if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not np.isfinite(floor)):
             msg = f"floor: must be a number, got {floor!r}"
             raise ValueError(msg)
         self.run_length = run_length

@@ -54,7 +54,8 @@ class SupplyVoltage(OutOfRange):
     def __init__(self, context: DetectorContext, *, quantity: str = "voltage_v",
                  nominal_limit: str = "voltage_v.nominal", nominal_v: float | None = None) -> None:
         super().__init__(context, quantity=quantity)
-        if nominal_v is not None and not (isinstance(nominal_v, (int, float)) and nominal_v > 0):
+        if nominal_v is not None and (isinstance(nominal_v, bool) or not isinstance(nominal_v, (int, float))
+                                      or not nominal_v > 0):
             msg = f"nominal_v: must be a voltage > 0, got {nominal_v!r}"
             raise ValueError(msg)
         self._default_v = None if nominal_v is None else float(nominal_v)

@@ -81,7 +81,7 @@ def run(topology: Topology, scenario: Scenario, rng: np.random.Generator) -> lis
     return onsets
 
 
-def score(scenario: Scenario, onsets: list[Onset], skew_of: dict[str, int] | None = None) -> dict[str, Any]:
+def score(scenario: Scenario, onsets: list[Onset]) -> dict[str, Any]:
     by_sensor: dict[str, list[int]] = defaultdict(list)
     for i, o in enumerate(onsets):
         by_sensor[o.sensor_id].append(i)
@@ -108,7 +108,7 @@ def score(scenario: Scenario, onsets: list[Onset], skew_of: dict[str, int] | Non
         "seed": scenario.seed, "consumer": scenario.consumer, "readings_records": len(scenario.records),
         "sensors": len(scenario.taking_part), "absent": len(scenario.absent), "absent_flagged": len(absent_flagged),
         "sensor_hours": sensor_hours, "false_alarms": len(false), "false_by_rule": dict(sorted(by_rule.items())),
-        "false_examples": [o.__dict__ if hasattr(o, "__dict__") else [o.rule, o.sensor_id, o.event_ms] for o in false[:5]],
+        "false_examples": [[o.rule, o.sensor_id, o.event_ms] for o in false[:5]],
         "incidents": {k: v for k, v in sorted(per_type.items())},
     }
 
