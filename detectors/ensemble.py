@@ -69,7 +69,7 @@ from detectors.stats import ABS_FLOOR, REL_FLOOR, TAIL_NINES, gaussian_nines
 #: novel (day phase, last ``phase_pattern`` bins) keys, calibrated by ``day_mean``/``day_var``.
 STATE = ("n", "prev", "fast_mean", "fast_var", "step_var", "short_mean", "slow_mean", "slow_var",
          "raw_mean", "raw_var", "peak", "quiet_until", "lo", "hi", "key", "novel", "novel_mean", "novel_var",
-         "day_novel", "day_mean", "day_var")
+         "day_novel", "day_mean", "day_var", "first_ms")
 _FILL = {"lo": np.inf, "hi": -np.inf}
 #: the 1-D statistics live packed in one (n_sensors, len(STATE)) array: one gather and one
 #: scatter of a sensor's row per reading instead of one per statistic
@@ -78,8 +78,15 @@ STATS = "stats"
 SEEN = "seen"
 #: the bitset of seen (day phase, last ``phase_pattern`` bins) keys, (n_sensors, words) uint64
 DAY_SEEN = "day_seen"
+#: per (sensor, part of the day): EWMA mean and variance of the value, and visits; (n_sensors, phases)
+SEASON = ("season_mean", "season_var", "season_n")
+#: visits of a part of the day before its mean/variance may explain a reading
+SEASON_MIN_VISITS = 3
 _FLOOR2 = ABS_FLOOR * ABS_FLOOR
-N_TEMPS, N_BOOLS = 9, 2
+#: a level with a tail probability above 10 % is no evidence of anything: it is not reported,
+#: so it does not start a refractory period that could mute a real anomaly just after it
+REPORT_FLOOR_NINES = 1.0
+N_TEMPS, N_BOOLS = 9, 3
 BoolArray = npt.NDArray[np.bool_]
 
 
@@ -105,9 +112,11 @@ class Ensemble(SeriesDetector):
         pattern: int = 3,
         phases: int = 24,
         phase_pattern: int = 2,
+        seasonal_alpha: float = 0.02,
+        warmup_s: float = 2 * 86_400.0,
     ) -> None:
         for name, value in (("alpha", alpha), ("short_alpha", short_alpha), ("slow_alpha", slow_alpha),
-                            ("likelihood_alpha", likelihood_alpha)):
+                            ("likelihood_alpha", likelihood_alpha), ("seasonal_alpha", seasonal_alpha)):
             check_below_one(name, value)
         check_below_one("peak_decay", peak_decay, allow_zero=True)
         check_at_least("warmup", warmup, 1)
@@ -115,6 +124,7 @@ class Ensemble(SeriesDetector):
         check_at_least("pattern", pattern, 1)
         check_at_least("phases", phases, 1)
         check_at_least("phase_pattern", phase_pattern, 1)
+        check_at_least("warmup_s", warmup_s, 0)
         if bins**pattern > MAX_KEYS:
             msg = f"bins, pattern: {bins}**{pattern} keys is out of range; valid: bins**pattern <= {MAX_KEYS}"
             raise ValueError(msg)
@@ -133,6 +143,8 @@ class Ensemble(SeriesDetector):
         self.warmup, self.peak_decay, self.refractory = int(warmup), peak_decay, int(refractory)
         self.bins, self.pattern = int(bins), int(pattern)
         self.phases, self.phase_pattern = int(phases), int(phase_pattern)
+        self.seasonal_alpha = seasonal_alpha
+        self.warmup_ms = round(float(warmup_s) * 1000.0)
         self._scratch = _Scratch()
         super().__init__(context, quantity=quantity)
 
@@ -140,13 +152,15 @@ class Ensemble(SeriesDetector):
         fill = tuple(_FILL.get(name, 0.0) for name in STATE)
         day_words = n_words(self.bins, self.phase_pattern) * self.phases
         return {STATS: Field(np.float64, fill, (len(STATE),)), SEEN: Field(np.uint64, 0, (n_words(self.bins, self.pattern),)),
-                DAY_SEEN: Field(np.uint64, 0, (day_words,))}
+                DAY_SEEN: Field(np.uint64, 0, (day_words,)),
+                **{name: Field(np.float64, 0.0, (self.phases,)) for name in SEASON}}
 
     @classmethod
     def test_params(cls) -> Iterator[dict[str, Any]]:
-        yield {"quantity": "value"}
+        # the contract streams are hours long: the default two-day warm-up would keep them silent
+        yield {"quantity": "value", "warmup_s": 0}
         yield {"quantity": "value", "warmup": 20, "likelihood_alpha": 0.02, "peak_decay": 0.9, "refractory": 0,
-               "bins": 4, "pattern": 2, "phases": 3, "phase_pattern": 1}
+               "bins": 4, "pattern": 2, "phases": 3, "phase_pattern": 1, "seasonal_alpha": 0.2, "warmup_s": 600}
 
     def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
         m = sensor.shape[0]
@@ -158,16 +172,22 @@ class Ensemble(SeriesDetector):
         n, first = g["n"], t[0]
         n += 1.0
         np.divide(1.0, n, out=first)
-        self._novelty(g, t, b, s, event_ms, value)
+        np.copyto(g["first_ms"], event_ms, where=np.equal(n, 1.0, out=b[0]))
+        # learning: no report before ``warmup`` readings and ``warmup_s`` of event time
+        learned = np.greater(n, self.warmup, out=b[2])
+        learned &= np.greater_equal(np.subtract(event_ms, g["first_ms"], out=t[1]), self.warmup_ms, out=b[0])
+        phase = day_phase(event_ms, self.context.utc_offset_s, self.phases)
+        self._novelty(g, t, b, s, phase, value)
         raw = self._raw_score(g, t, b, value)
+        self._explain_by_season(t, b, s, phase, value, raw, learned)
         level = self._calibrate(g, t, raw)
-        np.greater(n, self.warmup, out=b[0])
-        level *= b[0]
+        level *= learned
         # new peaks only, and none within ``refractory`` readings of the last report
         peak, quiet_until = g["peak"], g["quiet_until"]
         peak *= self.peak_decay
         new = np.greater(level, peak, out=b[0])
         new &= np.greater(n, quiet_until, out=b[1])
+        new &= np.greater_equal(level, REPORT_FLOOR_NINES, out=b[1])
         np.maximum(level, peak, out=peak)
         np.copyto(quiet_until, np.add(n, self.refractory, out=t[1]), where=new)
         np.copyto(rows.T, self._scratch.columns(m))  # scatter
@@ -210,14 +230,44 @@ class Ensemble(SeriesDetector):
         np.copyto(prev, x)
         return raw
 
+    def _explain_by_season(self, t: list[FloatArray], b: list[BoolArray], s: IntArray, phase: IntArray,
+                           x: FloatArray, raw: FloatArray, learned: BoolArray) -> None:
+        """raw = min(raw, log(1 + |x - m| / sd)) where (m, sd) is the sensor's EWMA mean and
+        deviation at this part of the day, once the sensor has ``learned``; folds ``x`` into that slot.
+
+        A jump that happens every morning at nine is a large step, but not a surprise: the
+        reading is as expected for the time of day, so only what neither the recent past nor the
+        daily rhythm explains scores high (the rhythm breaking is the day-phase novelty's job).
+        Uses t[1..6]; ``raw`` (t[7]) is updated in place.
+        """
+        where = s * self.phases
+        where += phase
+        mean_all, var_all, n_all = (self.state[name].reshape(-1) for name in SEASON)
+        mean, var, visits = (np.take(a, where, out=t[k]) for a, k in ((mean_all, 1), (var_all, 2), (n_all, 3)))
+        d = np.subtract(x, mean, out=t[4])
+        floor = np.multiply(x, REL_FLOOR, out=t[5])
+        floor *= floor
+        floor += _FLOOR2
+        floor += var
+        z = np.divide(np.multiply(d, d, out=t[6]), floor, out=t[6])
+        seasonal = np.log1p(np.sqrt(z, out=z), out=z)
+        np.minimum(raw, seasonal, out=seasonal)
+        warm = np.greater_equal(visits, SEASON_MIN_VISITS, out=b[0])
+        warm &= learned
+        np.copyto(raw, seasonal, where=warm)
+        visits += 1.0
+        w = np.divide(1.0, visits, out=t[5])
+        np.maximum(w, self.seasonal_alpha, out=w)
+        _ewma_fold(mean, var, d, np.multiply(d, d, out=t[6]), w, t[8])
+        mean_all[where], var_all[where], n_all[where] = mean, var, visits
+
     def _novelty(self, g: dict[str, FloatArray], t: list[FloatArray], b: list[BoolArray], s: IntArray,
-                 event_ms: IntArray, x: FloatArray) -> None:
+                 phase: IntArray, x: FloatArray) -> None:
         """Folds ``x`` into the bins, key, both bitsets and the novel-key rates ``g["novel"]``
         (pattern) and ``g["day_novel"]`` (day phase and pattern)."""
         q = quantize(x, g["lo"], g["hi"], self.bins, out=t[1], tmp=t[2])
         key = roll(g["key"], q, self.bins, self.pattern)
         self._fold_novel(g["novel"], mark_seen(self.state[SEEN], s, key, out=b[0]), g["n"], self.pattern, t, b)
-        phase = day_phase(event_ms, self.context.utc_offset_s, self.phases)
         day_key = phase_key(key, phase, self.bins, self.phase_pattern)
         new = mark_seen(self.state[DAY_SEEN], s, day_key, out=b[0])
         self._fold_novel(g["day_novel"], new, g["n"], self.phase_pattern, t, b)

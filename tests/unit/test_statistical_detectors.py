@@ -122,7 +122,7 @@ def test_hour_of_week_slots() -> None:
 
 def test_ensemble_scores_a_spike_once_in_0_to_1() -> None:
     values = np.r_[10 + noise(600, 8), 40.0, 10 + noise(300, 9)]
-    s = run(Ensemble(CTX, quantity="value"), values)
+    s = run(Ensemble(CTX, quantity="value", warmup_s=0), values)
     assert ((s >= 0) & (s <= 1)).all() and np.isfinite(s).all()
     assert s[600] == s.max() > 0.5  # a 30-sigma spike: tail probability far below 1e-12
     assert s[601:].max() < s[600]  # later readings do not re-alarm at that level
@@ -130,7 +130,7 @@ def test_ensemble_scores_a_spike_once_in_0_to_1() -> None:
 
 def test_ensemble_reports_new_peaks_only() -> None:
     values = 10 + noise(2000, 10)
-    s = run(Ensemble(CTX, quantity="value"), values)
+    s = run(Ensemble(CTX, quantity="value", warmup_s=0), values)
     # on plain noise, new peaks are rare: records of a roughly stationary score
     assert np.count_nonzero(s) < 0.05 * values.size
 
@@ -138,8 +138,8 @@ def test_ensemble_reports_new_peaks_only() -> None:
 def test_ensemble_stays_quiet_for_refractory_readings_after_a_report() -> None:
     # a growing anomaly: spikes of rising height, 3 readings apart
     values = np.r_[10 + noise(600, 11), 25.0, 10.0, 10.0, 60.0, 10.0, 10.0, 400.0, 10 + noise(300, 12)]
-    eager = run(Ensemble(CTX, quantity="value", refractory=0), values)
-    quiet = run(Ensemble(CTX, quantity="value"), values)  # refractory = 1 / alpha = 20 readings
+    eager = run(Ensemble(CTX, quantity="value", refractory=0, warmup_s=0), values)
+    quiet = run(Ensemble(CTX, quantity="value", warmup_s=0), values)  # refractory = 1 / alpha = 20 readings
     assert eager[600] > 0 and eager[603] > eager[600] and eager[606] > eager[603]  # each a new peak
     # the refractory rule only removes reports: levels and peaks do not depend on it
     reported = np.flatnonzero(quiet)
@@ -148,6 +148,27 @@ def test_ensemble_stays_quiet_for_refractory_readings_after_a_report() -> None:
     assert np.count_nonzero(quiet[601:621]) == 0  # 603 and 606 fall within 20 readings of 600
     gaps = np.diff(reported)
     assert (gaps > 20).all()
+
+
+def test_ensemble_learns_for_warmup_s_of_event_time_before_it_reports() -> None:
+    values = np.r_[10 + noise(600, 8), 40.0, 10 + noise(300, 9)]  # a reading a minute: the spike at 10 h
+    assert run(Ensemble(CTX, quantity="value"), values).max() == 0.0  # default: two days of learning
+    assert run(Ensemble(CTX, quantity="value", warmup_s=9 * 3600), values)[600] > 0.5
+    assert run(Ensemble(CTX, quantity="value", warmup_s=11 * 3600), values)[:11 * 60].max() == 0.0
+
+
+def test_ensemble_expects_a_jump_that_happens_every_day_at_that_time() -> None:
+    # every day 20 -> 75 at 09:00 and back at 17:00, a reading every 5 minutes, for 10 days;
+    # on day 8 the same jump at 03:00, for an hour
+    per_day, hour = 288, 12
+    day = np.r_[np.full(9 * hour, 20.0), np.full(8 * hour, 75.0), np.full(7 * hour, 20.0)]
+    values = np.tile(day, 10) + noise(10 * per_day, 3)
+    odd = 8 * per_day + 3 * hour
+    values[odd:odd + hour] += 55.0
+    s = run(Ensemble(CTX, quantity="value"), values, 300_000, 1_699_920_000_000)  # from midnight UTC
+    usual = [d * per_day + 9 * hour + k for d in range(2, 10) for k in range(3)]  # after the learning days
+    assert s[odd:odd + 3].max() > 0.5  # the jump at an hour it never happens: far in the tail
+    assert s[usual].max() < 0.5 * s[odd:odd + 3].max()  # the nine o'clock jump is what the day expects
 
 
 def test_quantize_bins_by_the_running_min_max() -> None:
@@ -188,7 +209,7 @@ def test_ensemble_scores_a_new_pattern_of_familiar_levels() -> None:
     fall = np.tile([3.0, 2.0, 1.0, 0.0], 50)
     # refractory 0: the noise-free saw sets small new peaks now and then, which would mute reading 800;
     # phases 1: at a reading a minute each new hour would be new to the day-phase memory
-    s = run(Ensemble(CTX, quantity="value", refractory=0, phases=1), np.r_[rise, fall])
+    s = run(Ensemble(CTX, quantity="value", refractory=0, phases=1, warmup_s=0), np.r_[rise, fall])
     # 6 new patterns in a row: (2,3,3) (3,3,2) (3,2,1) (2,1,0) (1,0,3) (0,3,2), then only (3,2,1) ... again
     assert 801 <= int(np.argmax(s)) < 806 and s.max() > 0.5  # reported at once, far in the tail...
     assert s.max() > 5 * s[200:800].max()  # ...far above anything the familiar saw reported
