@@ -34,7 +34,9 @@ The score reported is that level only where it is a *new peak*: above the
 sensor's previous peak, which decays by ``peak_decay`` per reading, and at
 least ``refractory`` readings after the sensor's last reported peak (default
 1 / ``alpha``, the fast statistics' own horizon: an anomaly that keeps growing
-does not re-alarm reading after reading). Elsewhere the score is 0. An anomaly
+does not re-alarm reading after reading) unless the level is more than twice the
+peak in nines (a far larger event, not the growth of the last one: a weak report
+must not mute it). Elsewhere the score is 0. An anomaly
 so scores once, as early as its evidence allows.
 
 Every EWMA starts as a plain running mean (weight max(alpha, 1/n)), so the
@@ -86,6 +88,9 @@ _FLOOR2 = ABS_FLOOR * ABS_FLOOR
 #: a level with a tail probability above 10 % is no evidence of anything: it is not reported,
 #: so it does not start a refractory period that could mute a real anomaly just after it
 REPORT_FLOOR_NINES = 1.0
+#: within the refractory period a level at least this many times the sensor's running peak
+#: (in nines: the tail probability squared) is a new event and is reported
+REFRACTORY_BREAK = 2.0
 N_TEMPS, N_BOOLS = 9, 3
 BoolArray = npt.NDArray[np.bool_]
 
@@ -182,11 +187,15 @@ class Ensemble(SeriesDetector):
         self._explain_by_season(t, b, s, phase, value, raw, learned)
         level = self._calibrate(g, t, raw)
         level *= learned
-        # new peaks only, and none within ``refractory`` readings of the last report
+        # new peaks only, and none within ``refractory`` readings of the last report unless it
+        # at least doubles the peak: the refractory mutes a growing anomaly, not a far larger
+        # one just after a weak report
         peak, quiet_until = g["peak"], g["quiet_until"]
         peak *= self.peak_decay
         new = np.greater(level, peak, out=b[0])
-        new &= np.greater(n, quiet_until, out=b[1])
+        free = np.greater(n, quiet_until, out=b[1])
+        free |= np.greater(level, np.multiply(peak, REFRACTORY_BREAK, out=t[1]), out=b[2])
+        new &= free
         new &= np.greater_equal(level, REPORT_FLOOR_NINES, out=b[1])
         np.maximum(level, peak, out=peak)
         np.copyto(quiet_until, np.add(n, self.refractory, out=t[1]), where=new)

@@ -150,6 +150,17 @@ def test_ensemble_stays_quiet_for_refractory_readings_after_a_report() -> None:
     assert (gaps > 20).all()
 
 
+def test_ensemble_reports_a_far_larger_anomaly_within_the_refractory_of_a_weak_one() -> None:
+    # a 10-sigma reading, then 5 readings later a 390-sigma one: the second is a new event
+    values = np.r_[10 + noise(600, 11), 20.0, 10.0, 10.0, 10.0, 10.0, 400.0, 10 + noise(300, 12)]
+    eager = run(Ensemble(CTX, quantity="value", refractory=0, warmup_s=0), values)
+    quiet = run(Ensemble(CTX, quantity="value", warmup_s=0), values)
+    nines = 12 * eager / (1 - eager)  # score = nines / (nines + 12)
+    assert nines[605] > 2 * nines[600] > 0  # the premise: more than twice the weak report's nines
+    assert quiet[600] > 0 and quiet[605] == eager[605]
+    assert np.count_nonzero(quiet[606:626]) == 0  # and the refractory restarts from the large one
+
+
 def test_ensemble_learns_for_warmup_s_of_event_time_before_it_reports() -> None:
     values = np.r_[10 + noise(600, 8), 40.0, 10 + noise(300, 9)]  # a reading a minute: the spike at 10 h
     assert run(Ensemble(CTX, quantity="value"), values).max() == 0.0  # default: two days of learning
