@@ -132,14 +132,23 @@ def produce(
     file: Annotated[Path, typer.Argument(help="JSONL file: each line is sent as one message, bytes unchanged")],
     topic: Annotated[str, typer.Option("--topic", help="Kafka topic to publish to")],
 ) -> None:
-    """Publish recorded (or malformed) readings as-is, keyed by their sensor_id."""
+    """Publish recorded (or malformed) readings as-is, keyed by their sensor_id.
+
+    Exit 1 if the broker refused any line (each is named with its reason).
+    """
     from streams.produce import produce_file
     from streams.settings import Settings
 
     if not file.is_file():
         raise CityOpsError(f"FILE: {file} does not exist or is not a file")
-    count = asyncio.run(produce_file(Settings.from_env().bootstrap, topic, file))
-    typer.echo(f"published {count} messages to {topic}")
+    result = asyncio.run(produce_file(Settings.from_env().bootstrap, topic, file))
+    typer.echo(f"published {result.published} messages to {topic}")
+    if result.refused:
+        for line_no, reason in result.details:
+            typer.echo(f"{file}:{line_no}: refused: {reason}", err=True)
+        more = result.refused - len(result.details)
+        typer.echo(f"{result.refused} lines were not published" + (f" ({more} more not listed)" if more else ""), err=True)
+        raise typer.Exit(1)
 
 
 @alerts_app.command("tail")

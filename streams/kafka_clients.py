@@ -3,7 +3,7 @@ error, not a traceback plus "Unclosed AIOKafkaProducer" warnings."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiokafka.errors import KafkaConnectionError
 
@@ -13,7 +13,11 @@ from streams.errors import CityOpsError
 class _Client(Protocol):
     async def start(self) -> None: ...
 
-    async def stop(self) -> Any: ...
+
+async def _release(client: _Client) -> None:
+    """Producers and consumers stop(); the admin client close()s."""
+    release = getattr(client, "stop", None) or getattr(client, "close")
+    await release()
 
 
 class KafkaUnreachable(CityOpsError):
@@ -25,10 +29,10 @@ async def start_client(client: _Client, bootstrap: str) -> None:
     try:
         await client.start()
     except KafkaConnectionError as exc:
-        await client.stop()
+        await _release(client)
         msg = (f"cannot reach Kafka at {bootstrap} ({exc}); start the local stack with "
                "`cityops stack up`, or point CITYOPS_BOOTSTRAP at your brokers")
         raise KafkaUnreachable(msg) from None
     except BaseException:
-        await client.stop()
+        await _release(client)
         raise

@@ -60,6 +60,24 @@ async def test_produce_sends_each_line_unchanged_keyed_by_sensor(tmp_path: Path,
     assert [r.key for r in records] == [b"DG-AQ-0001", b"DG-AQ-0002", None, b"DG-GW-7"]
 
 
+async def test_produce_reports_lines_the_broker_refused_and_exits_non_zero(tmp_path: Path,
+                                                                         stack_cfg: StackConfig) -> None:
+    topic = f"city.produce.{uuid.uuid4().hex[:8]}"
+    stack.ensure_topics(stack_cfg.bootstrap, [(topic, 1)])
+    small = [f'{{"sensor_id": "DG-AQ-{i:04d}", "ts": {i}, "values": {{"pm25": 3}}}}'.encode() for i in range(4)]
+    # larger than the broker's message.max.bytes (1 MiB by default), smaller than the client's request limit
+    huge = b'{"sensor_id": "DG-AQ-9999", "ts": 9, "values": {"pm25": 3}, "pad": "' + b"x" * 1_500_000 + b'"}'
+    path = tmp_path / "recorded.jsonl"
+    path.write_bytes(b"\n".join([small[0], small[1], huge, small[2], small[3]]) + b"\n")
+    result = _run(["produce", "--topic", topic, str(path)], stack_cfg)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "published 4 messages" in result.stdout
+    assert f"{path}:3: refused: MessageSizeTooLargeError" in result.stderr
+    assert "1 lines were not published" in result.stderr and "Traceback" not in result.stderr
+    records = await _read_all(stack_cfg.bootstrap, topic, len(small))
+    assert [r.value for r in records] == small
+
+
 def test_produce_missing_file_is_a_clear_error(stack_cfg: StackConfig, tmp_path: Path) -> None:
     result = _run(["produce", "--topic", "x", str(tmp_path / "nope.jsonl")], stack_cfg)
     assert result.returncode == 2
