@@ -30,6 +30,7 @@ from sinks.kafka import KafkaAlertSink, KafkaWriter
 from sinks.notifier import NotifyCounters
 from sinks.outbox import Counters
 from sinks.redis_board import RedisAlarmBoard
+from streams.age_warning import AgeRejectionWarner
 from streams.checkpoint import KindCheckpoint
 from streams.deadletter import Reason
 from streams.decode import RawMessage
@@ -58,6 +59,7 @@ class Runtime:
         self.settings = settings
         self.topology = topology
         self.metrics = metrics
+        self.age_warner = AgeRejectionWarner(topology.spec.input)  # one log line when most of a batch is too old
         self.pipelines = {kind: KindPipeline(topology, kind) for kind in topology.spec.kinds}
         self.checkpoints = {kind: self._checkpoint(kind) for kind in self.pipelines}
         metrics.registry.register(LatestCollector(lambda: {kind: p.latest for kind, p in self.pipelines.items()}))
@@ -162,6 +164,7 @@ class Runtime:
         async with self._kind_locks[kind]:
             result = await self._handle(kind, messages)
         self._observe(kind, result)
+        self.age_warner.observe(kind, result.n_readings, result.dead)
         self._observe_latency(kind, result, messages, wall_clock_ms())
         return result
 
