@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from streams.archive_cli import archive_app
 from streams.errors import CityOpsError
 from streams.operator_cli import alarms_app
 from streams.outbox_cli import outbox_app
@@ -29,6 +30,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(alarms_app, name="alarms")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(archive_app, name="archive")
 
 TopologyOpt = Annotated[Path, typer.Option("--topology", "-t", help="topology.yaml to use", envvar="CITYOPS_TOPOLOGY")]
 

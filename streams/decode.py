@@ -47,6 +47,23 @@ class RawMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ParsedReadings:
+    """One row per reading that parsed, in arrival order, plus the messages that did not."""
+
+    values: np.ndarray  # (n, n_quantities) float64, NaN = absent
+    event_ms: np.ndarray  # (n,) int64
+    sensor_ids: list[str]
+    flags: list[str]  # HJ 212 flag letters
+    origins: list[tuple[RawMessage, int | None]]  # per row: its message, its index in a gateway array
+    reason: np.ndarray  # (n,) object: "" = valid, else a dead-letter reason code
+    detail: list[str]
+    dead: list[DeadLetter]  # messages (or array elements) that did not parse
+
+    def __len__(self) -> int:
+        return len(self.sensor_ids)
+
+
+@dataclass(frozen=True, slots=True)
 class DecodedBatch:
     batch: ReadingBatch  # rows sorted by (sensor_idx, arrival order)
     dead: list[DeadLetter]
@@ -79,10 +96,7 @@ class KindDecoder:
         self._value_getters = [attrgetter(q) for q in self.quantities]
 
     def decode(self, messages: Sequence[RawMessage], index: SensorIndex, now_ms: int) -> DecodedBatch:
-        dead: list[DeadLetter] = []
-        sized = [m for m in messages if not self._oversize(m, dead)]
-        readings, origins = self._decode_all(sized, dead)
-        return self._to_batch(readings, origins, index, now_ms, dead)
+        return self._to_batch(self.parse(messages, now_ms), index)
 
     def _oversize(self, msg: RawMessage, dead: list[DeadLetter]) -> bool:
         """Dead-letter messages too large (or empty) to decode; True if it did."""
@@ -138,23 +152,26 @@ class KindDecoder:
         # keep the array positions of the good readings for dead letters found later
         return _IndexedList(good)
 
-    def _to_batch(
-        self,
-        readings: list[Any],
-        origins: list[tuple[RawMessage, int | None]],
-        index: SensorIndex,
-        now_ms: int,
-        dead: list[DeadLetter],
-    ) -> DecodedBatch:
+    def parse(self, messages: Sequence[RawMessage], now_ms: int) -> ParsedReadings:
+        """Every reading of ``messages``, one row each, with the reason it is rejected
+        ("" if valid) before any catalog lookup: the readings archive keeps these rows."""
+        dead: list[DeadLetter] = []
+        sized = [m for m in messages if not self._oversize(m, dead)]
+        readings, origins = self._decode_all(sized, dead)
         n = len(readings)
         values = self._value_matrix(readings)  # (n, n_quantities), NaN = absent
         event_ms = np.fromiter(map(_event_ms, readings), np.int64, count=n)
         sensor_ids = [r.sensor_id for r in readings]
-        reject = self._reject_reasons(values, event_ms, sensor_ids, now_ms)
-        for row in np.flatnonzero(reject[0]):
+        reason, detail = self._reject_reasons(values, event_ms, sensor_ids, now_ms)
+        return ParsedReadings(values, event_ms, sensor_ids, [r.flag for r in readings], origins, reason, detail, dead)
+
+    def _to_batch(self, parsed: ParsedReadings, index: SensorIndex) -> DecodedBatch:
+        dead = parsed.dead
+        sensor_ids, origins = parsed.sensor_ids, parsed.origins
+        for row in np.flatnonzero(parsed.reason):
             msg, j = origins[row]
-            dead.append(DeadLetter.of(msg, reject[0][row], reject[1][row], reading_index=j))
-        keep = np.flatnonzero(reject[0] == "")
+            dead.append(DeadLetter.of(msg, parsed.reason[row], parsed.detail[row], reading_index=j))
+        keep = np.flatnonzero(parsed.reason == "")
         found = np.asarray(index.lookup([sensor_ids[i] for i in keep], self._limits.max_unknown_sensors), np.int64)
         for row in keep[found < 0]:
             msg, j = origins[row]
@@ -162,9 +179,10 @@ class KindDecoder:
             dead.append(DeadLetter.of(msg, Reason.UNKNOWN_SENSOR_LIMIT, detail, reading_index=j))
         keep, sensor_idx = keep[found >= 0], found[found >= 0]
         unknown = int(np.count_nonzero(sensor_idx >= index.n_known))
-        flags = np.fromiter((FLAG_CODE[readings[i].flag] for i in keep), np.uint8, count=len(keep))
+        flags = np.fromiter((FLAG_CODE[parsed.flags[i]] for i in keep), np.uint8, count=len(keep))
         partitions = np.fromiter((origins[i][0].partition for i in keep), np.int16, count=len(keep))
-        batch = _long_format(values[keep], event_ms[keep], np.asarray(sensor_idx, np.int32), flags, partitions)
+        batch = _long_format(parsed.values[keep], parsed.event_ms[keep], np.asarray(sensor_idx, np.int32), flags,
+                             partitions)
         return DecodedBatch(batch=batch, dead=dead, n_readings=len(keep), n_unknown_sensors=unknown)
 
     def _value_matrix(self, readings: list[Any]) -> np.ndarray:

@@ -235,6 +235,17 @@ class ArchiveSpec(_Model):
     directory: str = "archive"  # relative to the worker's data directory (CITYOPS_DATA_DIR)
 
 
+class ReadingsArchiveSpec(_Model):
+    """The Parquet archive of every reading and dead letter (streams/archive), written by
+    `cityops archive run`, its own consumer group: the worker's batches do not wait for it."""
+
+    directory: str = "readings-archive"  # relative to CITYOPS_DATA_DIR
+    retention_days: Annotated[int, Field(ge=1)] = 90  # major-hazard rules ask for >= 30 days
+    flush_s: Annotated[float, Field(gt=0)] = 60.0  # at most this long between files (and commits)
+    max_messages: PositiveInt = 200_000  # messages buffered before a flush
+    zstd_level: Annotated[int, Field(ge=1, le=22)] = 6
+
+
 class NotificationsSpec(_Model):
     """Routing and noise control for the HTTP receivers (sinks/notifier.py)."""
 
@@ -266,3 +277,4 @@ class TopologySpec(_Model):
     routes: list[RouteSpec] = []
     notifications: NotificationsSpec = NotificationsSpec()
     metrics: MetricsSpec = MetricsSpec()
+    readings_archive: ReadingsArchiveSpec = ReadingsArchiveSpec()
