@@ -112,7 +112,8 @@ async def run_archiver(settings: Settings, topology: Topology, stop: asyncio.Eve
             log.info("archived %d readings and %d dead letters in %d files%s", stats.readings, stats.deadletters,
                      stats.files, f" ({stats.foreign} records on the dead-letter topic were not dead letters)"
                      if stats.foreign else "")
-        await consumer.commit()
+        if consumer.assignment():
+            await consumer.commit()
 
     consumer.subscribe(topics, listener=_FlushOnRevoke(flush_and_commit))
     await start_client(consumer, settings.bootstrap)
@@ -124,8 +125,9 @@ async def run_archiver(settings: Settings, topology: Topology, stop: asyncio.Eve
     try:
         while not stop.is_set():
             if clock() - expired_s >= EXPIRE_EVERY_S:
-                for day in store.expire(datetime.now(UTC).date()):
-                    log.info("retention: removed %s", day)
+                if expired := store.expire(datetime.now(UTC)):
+                    log.info("retention: removed %d files written more than %d days ago", len(expired),
+                             spec.retention_days)
                 expired_s = clock()
             batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
             for records in batch.values():

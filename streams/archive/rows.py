@@ -26,8 +26,8 @@ def reading_schema(quantities: Sequence[str]) -> pa.Schema:
         ("flag", pa.string()),
         *[(q, pa.float64()) for q in quantities],
         ("topic", pa.string()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
         ("reading_index", pa.int32()),  # position in a gateway array; null for a single reading
         ("kafka_time", UTC_MS),  # the record's Kafka timestamp (arrival); null if unknown
     ])
@@ -38,9 +38,9 @@ DEADLETTER_SCHEMA = pa.schema([
     ("reason", pa.string()),
     ("detail", pa.string()),
     ("topic", pa.string()),
-    ("partition", pa.int32()),
-    ("offset", pa.int64()),
-    ("key", pa.string()),
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+    ("kafka_key", pa.string()),
     ("reading_index", pa.int32()),
     ("original", pa.binary()),
 ])
@@ -70,8 +70,8 @@ def readings_table(parsed: ParsedReadings, quantities: Sequence[str]) -> pa.Tabl
         columns[q] = pa.array(column, pa.float64(), mask=np.isnan(column))
     columns |= {
         "topic": pa.array([m.topic for m, _ in origins], pa.string()),
-        "partition": pa.array([m.partition for m, _ in origins], pa.int32()),
-        "offset": pa.array([m.offset for m, _ in origins], pa.int64()),
+        "kafka_partition": pa.array([m.partition for m, _ in origins], pa.int32()),
+        "kafka_offset": pa.array([m.offset for m, _ in origins], pa.int64()),
         "reading_index": pa.array([j for _, j in origins], pa.int32()),
         "kafka_time": pa.array(kafka_ms, UTC_MS, mask=kafka_ms < 0),
     }
@@ -118,9 +118,9 @@ def deadletters_table(messages: Sequence[RawMessage]) -> tuple[pa.Table, list[Ra
         "reason": pa.array([r.reason for r in rows], pa.string()),
         "detail": pa.array([r.detail for r in rows], pa.string()),
         "topic": pa.array([r.source.topic for r in rows], pa.string()),
-        "partition": pa.array([r.source.partition for r in rows], pa.int32()),
-        "offset": pa.array([r.source.offset for r in rows], pa.int64()),
-        "key": pa.array([r.source.key for r in rows], pa.string()),
+        "kafka_partition": pa.array([r.source.partition for r in rows], pa.int32()),
+        "kafka_offset": pa.array([r.source.offset for r in rows], pa.int64()),
+        "kafka_key": pa.array([r.source.key for r in rows], pa.string()),
         "reading_index": pa.array([r.reading_index for r in rows], pa.int32()),
         "original": pa.array(originals, pa.binary()),
     }, schema=DEADLETTER_SCHEMA)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ DEADLETTERS = "deadletters"
 
 
 class ArchiveStore:
-    def __init__(self, root: Path, zstd_level: int = 6, retention_days: int = 90) -> None:
+    def __init__(self, root: Path, zstd_level: int = 6, retention_days: int = 90,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.root = root
+        self.clock = clock  # the write time in file names, which retention goes by
         self.zstd_level = zstd_level
         self.retention_days = retention_days
 
@@ -52,7 +55,7 @@ class ArchiveStore:
 
     def _write_file(self, directory: Path, table: pa.Table) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
+        name = f"part-{self.clock():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
         final, tmp = directory / name, directory / f".{name}.tmp"
         pq.write_table(table, tmp, compression="zstd", compression_level=self.zstd_level)
         with tmp.open("rb") as fh:
@@ -68,18 +71,21 @@ class ArchiveStore:
             path.unlink(missing_ok=True)
         return len(stale)
 
-    def expire(self, today: date) -> list[Path]:
-        """Remove the day directories older than the retention; the ones removed."""
-        oldest_kept = today - timedelta(days=self.retention_days - 1)
-        removed = []
-        for day_dir in self.root.glob("**/date=*") if self.root.exists() else []:
-            try:
-                day = date.fromisoformat(day_dir.name.removeprefix("date="))
-            except ValueError:
-                continue  # not ours
-            if day < oldest_kept:
-                shutil.rmtree(day_dir)
-                removed.append(day_dir)
+    def expire(self, now: datetime) -> list[Path]:
+        """Remove the files written more than ``retention_days`` ago (the write time is in
+        the name), then the directories left empty; the files removed.
+
+        By write time, not event time: a backlog of old readings uploaded today is kept
+        as long as today's readings."""
+        cutoff = f"part-{now - timedelta(days=self.retention_days):%Y%m%dT%H%M%S}"
+        removed = [path for path in self.root.glob("**/part-*.parquet") if path.name < cutoff] \
+            if self.root.exists() else []
+        for path in removed:
+            path.unlink()
+        for directory in sorted({p.parent for p in removed}, key=lambda d: len(d.parts), reverse=True):
+            while directory != self.root and directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+                directory = directory.parent
         return removed
 
 
