@@ -164,7 +164,7 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
                                 group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
     await start_client(consumer, settings.bootstrap)
     await consumer.seek_to_end()
-    worker = sim = None
+    worker = sim = archiver = None
     prometheus: PrometheusProcess | None = None
     tally, stop, completed = DemoTally(), asyncio.Event(), False
     follower = asyncio.create_task(_follow(consumer, console, tally, stop))
@@ -172,6 +172,8 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
         worker = _start(["worker", "--topology", str(topology.path), "--loglevel", "warn"], workdir / "worker.log", env)
         console.print(f"[dim]worker started (pid {worker.pid}), log {workdir / 'worker.log'}; waiting for it...[/dim]")
         await asyncio.to_thread(_wait_healthy, settings.web_port, worker, workdir / "worker.log")
+        archiver = _start(["archive", "run", "--topology", str(topology.path), "--loglevel", "warning"],
+                          workdir / "archive.log", env)
         prometheus = PrometheusProcess(workdir / "prometheus", [f"127.0.0.1:{settings.web_port}"], _prometheus_port())
         await asyncio.to_thread(prometheus.wait_ready)
         console.print(f"[dim]Prometheus (real, scraping the worker every second, with the pipeline's alert rules): "
@@ -199,12 +201,16 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
         if prometheus is not None:
             prometheus.stop()
         _stop(worker)
+        _stop(archiver)  # after the worker: its last dead letters are archived too
         await consumer.stop()
         await receiver.stop()
         _summary(console, tally, processed, _read_truth(workdir / "truth.jsonl"), completed)
         console.print(f"notifications received: {receiver.webhook_messages} webhook messages "
                       f"({receiver.webhook_alerts} alarm events), {receiver.cap_documents} CAP documents "
                       f"(in {receiver.directory})")
+        console.print(f"every reading is archived in Parquet under {settings.data_dir}; ask it, e.g.: "
+                      "cityops archive query \"SELECT kind, count(*), min(event_time), max(event_time) "
+                      "FROM readings GROUP BY kind\"", soft_wrap=True)
     return tally
 
 
