@@ -19,7 +19,7 @@ for this run (unique suffix), and removed at the end.
    the outbox deliveries, and phase 2 also times reading -> the firing
    notification's arrival at the webhook and at the CAP endpoint.
 
-    .venv/bin/python loadtest/bench_e2e.py [--readings 200000] [--latency-samples 60] [--receivers] [--json OUT]
+    .venv/bin/python loadtest/bench_e2e.py [--readings 200000] [--latency-samples 60] [--receivers] [--archiver] [--json OUT]
 """
 
 from __future__ import annotations
@@ -469,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the topics, Redis keys and worker log")
     p.add_argument("--receivers", action="store_true",
                    help="point the worker's CAP and webhook receivers at a local recorder and time notifications")
+    p.add_argument("--archiver", action="store_true",
+                   help="run `cityops archive run` next to the worker (the readings archive's cost on the hot path)")
     p.add_argument("--delivery", choices=("worker", "separate"), default="worker",
                    help="with --receivers: who POSTs the outboxes, the worker or a `cityops deliver` process")
     a = p.parse_args(argv)
@@ -498,13 +500,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                     [str(Path(sys.executable).with_name("cityops")), "deliver", "--topology", str(topo.path),
                      "--loglevel", "warning"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                     start_new_session=True)
+    archiver: subprocess.Popen[bytes] | None = None
+    if a.archiver:
+        with (workdir / "archive.log").open("ab") as log:
+            archiver = subprocess.Popen(
+                [str(Path(sys.executable).with_name("cityops")), "archive", "run", "--topology", str(topo.path),
+                 "--loglevel", "info"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                start_new_session=True)
     worker = Worker(topo, env, workdir / "worker.log", int(env["CITYOPS_WEB_PORT"]), a.profile_worker)
-    result: dict[str, Any] = {"environment": {**environment("not pinned (worker, Kafka and Redis share all cores)"),
+    result: dict[str, Any] = {"archiver": a.archiver, "environment": {**environment("not pinned (worker, Kafka and Redis share all cores)"),
                                               "kafka": cfg.kafka_version, "loadavg_before": os.getloadavg()}}
     try:
         result |= run(a, cfg, topo, worker, recorder)
     finally:
         worker.stop()
+        if archiver is not None:
+            result["archiver_cpu_s"] = process_cpu_seconds(archiver.pid)
+            os.killpg(archiver.pid, signal.SIGTERM)
+            archiver.wait(60)
+            archived = sum(p.stat().st_size for p in (workdir / "worker-data").glob("**/*.parquet"))
+            print(f"# archiver: {result['archiver_cpu_s']:.1f} s CPU, {archived / 1e6:.1f} MB of Parquet")
         if deliverer is not None:
             result["deliver_cpu_s"] = process_cpu_seconds(deliverer.pid)
             os.killpg(deliverer.pid, signal.SIGTERM)

@@ -243,7 +243,7 @@ class ReadingsArchiveSpec(_Model):
     retention_days: Annotated[int, Field(ge=1)] = 90  # major-hazard rules ask for >= 30 days
     flush_s: Annotated[float, Field(gt=0)] = 60.0  # at most this long between files (and commits)
     max_messages: PositiveInt = 200_000  # messages buffered before a flush
-    zstd_level: Annotated[int, Field(ge=1, le=22)] = 6
+    zstd_level: Annotated[int, Field(ge=1, le=22)] = 3  # 6 and 9 are no smaller here (docs/benchmarks.md)
 
 
 class NotificationsSpec(_Model):

@@ -27,7 +27,7 @@ DEADLETTERS = "deadletters"
 
 
 class ArchiveStore:
-    def __init__(self, root: Path, zstd_level: int = 6, retention_days: int = 90,
+    def __init__(self, root: Path, zstd_level: int = 3, retention_days: int = 90,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.root = root
         self.clock = clock  # the write time in file names, which retention goes by
