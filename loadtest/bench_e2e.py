@@ -18,6 +18,7 @@ for this run (unique suffix), and removed at the end.
    local HTTP receiver run by this script, so phase 1 includes the notifier and
    the outbox deliveries, and phase 2 also times reading -> the firing
    notification's arrival at the webhook and at the CAP endpoint.
+4. With ``--archiver``: `cityops archive run` runs next to the worker (its CPU and output are printed).
 
     .venv/bin/python loadtest/bench_e2e.py [--readings 200000] [--latency-samples 60] [--receivers] [--archiver] [--json OUT]
 """
