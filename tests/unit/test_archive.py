@@ -1,151 +1,250 @@
-"""The readings archive without Kafka: messages -> Parquet files -> DuckDB answers
-(streams/archive). The Kafka consumer around it is tested in tests/integration/test_archive.py."""
+"""sinks.archive: the JSONL alert archive (file per event date, exactly-once lines, fsync)."""
 
 from __future__ import annotations
 
-import base64
 import json
-from datetime import UTC, date, datetime, timedelta
+import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from streams.archive.consumer import Archiver
-from streams.archive.query import ArchiveQueryError, run_query
-from streams.archive.store import ArchiveStore
-from streams.decode import RawMessage
-from streams.deadletter import DeadLetter, Reason
-from streams.topology import Topology, load_topology
-from tests.unit.test_topology import REPO
+from sinks.archive import JsonlArchive, read_archive
+from sinks.base import Alert
 
-T0_MS = int(datetime(2027, 1, 15, 7, 30, tzinfo=UTC).timestamp() * 1000)
-YEAR_MS = 365 * 86_400_000
+EVENT_MS = int(datetime(2026, 11, 26, 0, 0, tzinfo=UTC).timestamp() * 1000)  # 08:00 +08:00
+DAY = "2026-11-26"
 
 
-@pytest.fixture(scope="module")
-def topology() -> Topology:
-    return load_topology(REPO / "topology.yaml")
+def make_alert(n: int = 1, *, event_ts: str = "2026-11-26T08:00:00+08:00", sensor: str = "DG-GAS-0001",
+               status: str = "firing", rule: str = "gas_lel_high") -> Alert:
+    return Alert(
+        alert_id=f"aid-{n}", alarm_key=f"{sensor}:{rule}", status=status,  # type: ignore[arg-type]
+        severity="critical", level="red", rule=rule, kind="hazmat", sensor_id=sensor, site_id="SITE-A",
+        district="Songshan Lake", lat=22.9, lon=113.9, quantity="gas_lel", value=31.5 + n, threshold=25.0,
+        score=6.3, event_ts=event_ts, event_time_ms=EVENT_MS + n,
+        detected_at="2026-11-26T08:00:00.050+08:00", departments=["work_safety", "fire"],
+        summary=f"gas leak at {sensor} #{n}",
+    )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> ArchiveStore:
-    return ArchiveStore(tmp_path / "archive", retention_days=30)
+def lines(path: Path) -> list[bytes]:
+    """The raw lines on disk; every one must be complete and valid JSON."""
+    data = path.read_bytes()
+    assert data.endswith(b"\n"), "file does not end with a newline"
+    raw = data.split(b"\n")[:-1]
+    for line in raw:
+        json.loads(line)
+    return raw
 
 
-def _msg(body: object, topic: str, offset: int, partition: int = 0, arrival_ms: int = T0_MS) -> RawMessage:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return RawMessage(raw, None, topic, partition, offset, arrival_ms)
+def ids(path: Path) -> list[str]:
+    return [Alert.from_json(line).alert_id for line in lines(path)]
 
 
-def _air(sensor: str, ts: object, **values: float) -> dict[str, object]:
-    return {"sensor_id": sensor, "ts": ts, "values": values}
+def open_fds(path: Path) -> int:
+    """How many of this process's descriptors point at ``path`` (Linux /proc)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                count += 1
+        except OSError:
+            pass
+    return count
 
 
-def test_readings_land_in_kind_date_hour_of_event_time_with_their_values(topology: Topology,
-                                                                       store: ArchiveStore) -> None:
-    archiver = Archiver(topology, store)
-    # two hours of one sensor, one reading per 10 minutes: 07:30 .. 09:20 UTC
-    expected = [(T0_MS + i * 600_000, 10.0 + i) for i in range(12)]
-    for offset, (ts, pm25) in enumerate(expected):
-        archiver.add(_msg(_air("DG-AQ-0001", ts, pm25=pm25), "city.air.readings", offset))
-    stats = archiver.flush()
-    assert (stats.readings, stats.files) == (12, 3)  # hours 07, 08, 09
-    dirs = sorted(str(p.parent.relative_to(store.root)) for p in store.root.glob("**/*.parquet"))
-    assert dirs == [f"readings/kind=air/date=2027-01-15/hour={h:02d}" for h in (7, 8, 9)]
-    columns, rows = run_query(store.root, "SELECT hour, epoch_ms(event_time), pm25, pm10, kafka_offset "
-                                          "FROM readings ORDER BY event_time")
-    assert columns[2:] == ["pm25", "pm10", "kafka_offset"]
-    assert [(r[1], r[2]) for r in rows] == expected
-    assert [r[0] for r in rows] == [7, 7, 7, 8, 8, 8, 8, 8, 8, 9, 9, 9]
-    assert all(r[3] is None for r in rows)  # a quantity the reading did not carry is null, not NaN or 0
-    assert [r[4] for r in rows] == list(range(12))
+async def test_lines_round_trip_in_batch_order(tmp_path: Path) -> None:
+    directory = tmp_path / "a" / "b"  # parents are created
+    archive = JsonlArchive(directory)
+    batch = [make_alert(3), make_alert(1, status="updated"), make_alert(2)]
+    await archive.write_batch(batch)
+    await archive.close()
+    path = directory / f"alerts-{DAY}.jsonl"
+    assert [Alert.from_json(line) for line in lines(path)] == batch
+    assert list(read_archive(path)) == batch
+    assert os.listdir(directory) == [path.name]
 
 
-def test_gateway_arrays_keep_their_positions_and_rfc3339_times_are_event_time(topology: Topology,
-                                                                             store: ArchiveStore) -> None:
-    archiver = Archiver(topology, store)
-    array = [_air("DG-AQ-0001", "2027-01-15T15:30:00+08:00", pm25=5.0),
-             {"sensor_id": "DG-AQ-0002", "ts": "bad"},  # dead-lettered by the worker: not a reading here
-             _air("DG-AQ-0003", "2027-01-15T15:30:00+08:00", o3=80.0)]
-    archiver.add(_msg(array, "city.air.readings", 41, partition=3))
-    archiver.add(_msg(b"not json", "city.air.readings", 42, partition=3))
-    assert archiver.flush().readings == 2
-    _, rows = run_query(store.root, "SELECT sensor_id, epoch_ms(event_time), kafka_partition, kafka_offset, reading_index, "
-                                    "pm25, o3 FROM readings ORDER BY sensor_id")
-    assert rows == [("DG-AQ-0001", T0_MS, 3, 41, 0, 5.0, None), ("DG-AQ-0003", T0_MS, 3, 41, 2, None, 80.0)]
+async def test_empty_batch_touches_nothing(tmp_path: Path) -> None:
+    archive = JsonlArchive(tmp_path / "archive")
+    await archive.write_batch([])
+    await archive.close()
+    assert not (tmp_path / "archive").exists()
 
 
-def test_readings_of_any_age_are_kept_and_each_kind_has_its_own_columns(topology: Topology,
-                                                                       store: ArchiveStore) -> None:
-    archiver = Archiver(topology, store)
-    archiver.add(_msg(_air("DG-AQ-0001", T0_MS - YEAR_MS, pm25=40.0), "city.air.readings", 0))
-    gas = {"sensor_id": "DG-GS-0001", "ts": T0_MS, "values": {"gas_lel": 31.5}, "flag": "N"}
-    archiver.add(_msg(gas, "city.hazmat.readings", 0))
-    archiver.flush()
-    _, rows = run_query(store.root, "SELECT kind, date, pm25, gas_lel FROM readings ORDER BY kind")
-    assert rows == [("air", date(2026, 1, 15), 40.0, None), ("hazmat", date(2027, 1, 15), None, 31.5)]
-    hazmat_file = next(store.root.glob("readings/kind=hazmat/**/*.parquet"))
-    names = pq.read_schema(hazmat_file).names
-    assert "gas_lel" in names and "pm25" not in names
+async def test_file_is_chosen_by_local_event_date(tmp_path: Path) -> None:
+    archive = JsonlArchive(tmp_path)
+    late = make_alert(1, event_ts="2026-11-26T23:59:59+08:00")
+    early = make_alert(2, event_ts="2026-11-27T00:30:00+08:00")  # still 2026-11-26 in UTC
+    later = make_alert(3, event_ts="2026-11-26T23:59:59.500+08:00")
+    await archive.write_batch([late, early, later])
+    await archive.close()
+    assert sorted(os.listdir(tmp_path)) == ["alerts-2026-11-26.jsonl", "alerts-2026-11-27.jsonl"]
+    assert list(read_archive(tmp_path / "alerts-2026-11-26.jsonl")) == [late, later]
+    assert list(read_archive(tmp_path / "alerts-2026-11-27.jsonl")) == [early]
 
 
-def test_dead_letters_are_archived_with_their_exact_original_bytes(topology: Topology, store: ArchiveStore) -> None:
-    archiver = Archiver(topology, store)
-    original = b'{"sensor_id": "DG-AQ-0001", "ts": 1, "values": {"pm1": 3}} \xff'
-    bad = RawMessage(original, b"DG-AQ-0001", "city.air.readings", 2, 1834, T0_MS)
-    record = DeadLetter.of(bad, Reason.UNKNOWN_QUANTITY, "unknown field `pm1`").to_json(T0_MS + 5)
-    archiver.add(_msg(record, "city.deadletter", 0))
-    archiver.add(_msg(b"someone else's message", "city.deadletter", 1))
-    stats = archiver.flush()
-    assert (stats.deadletters, stats.foreign) == (1, 1)
-    _, rows = run_query(store.root, "SELECT epoch_ms(received_at), reason, topic, kafka_partition, kafka_offset, kafka_key, original "
-                                    "FROM deadletters")
-    assert rows == [(T0_MS + 5, "unknown_quantity", "city.air.readings", 2, 1834, "DG-AQ-0001", original)]
-    assert base64.b64encode(rows[0][6]) == base64.b64encode(original)
+async def test_malformed_event_date_raises_before_writing(tmp_path: Path) -> None:
+    archive = JsonlArchive(tmp_path)
+    with pytest.raises(ValueError):
+        await archive.write_batch([make_alert(1), make_alert(2, event_ts="../../etc/passwd")])
+    await archive.close()
+    assert os.listdir(tmp_path) == []
 
 
-def test_retention_removes_files_written_longer_ago_than_the_limit_whatever_their_event_time(
-        topology: Topology, tmp_path: Path) -> None:
-    written = [datetime(2027, 1, 15, 12, tzinfo=UTC)]
-    store = ArchiveStore(tmp_path / "archive", retention_days=30, clock=lambda: written[0])
-    archiver = Archiver(topology, store)
-    # written 31 days ago (a live reading of then), 29 days ago, and today: a year-old backlog uploaded today
-    for offset, (age_days, event_ms) in enumerate(((31, T0_MS - 31 * 86_400_000), (29, T0_MS - 29 * 86_400_000),
-                                                   (0, T0_MS - YEAR_MS))):
-        written[0] = datetime(2027, 1, 15, 12, tzinfo=UTC) - timedelta(days=age_days)
-        archiver.add(_msg(_air("DG-AQ-0001", event_ms, pm25=float(age_days)), "city.air.readings", offset))
-        archiver.flush()
-    removed = store.expire(datetime(2027, 1, 15, 12, tzinfo=UTC))
-    assert len(removed) == 1
-    _, rows = run_query(store.root, "SELECT pm25 FROM readings ORDER BY pm25")
-    assert rows == [(0.0,), (29.0,)]
-    assert not (store.root / "readings" / "kind=air" / "date=2026-12-15").exists()  # emptied directories go too
+async def test_redelivered_batch_adds_nothing_even_after_restart(tmp_path: Path) -> None:
+    path = tmp_path / f"alerts-{DAY}.jsonl"
+    archive = JsonlArchive(tmp_path)
+    await archive.write_batch([make_alert(1), make_alert(2)])
+    await archive.write_batch([make_alert(1), make_alert(2), make_alert(3)])  # redelivered + one new
+    await archive.write_batch([make_alert(4), make_alert(4)])  # a duplicate inside one batch
+    assert ids(path) == ["aid-1", "aid-2", "aid-3", "aid-4"]
+    await archive.close()
+    before = path.read_bytes()
+
+    restarted = JsonlArchive(tmp_path)  # seeds its seen set from the file
+    await restarted.write_batch([make_alert(2), make_alert(3), make_alert(4)])
+    assert path.read_bytes() == before
+    await restarted.write_batch([make_alert(4), make_alert(5)])
+    await restarted.close()
+    assert ids(path) == ["aid-1", "aid-2", "aid-3", "aid-4", "aid-5"]
 
 
-def test_a_crash_mid_write_leaves_no_file_a_reader_sees(store: ArchiveStore) -> None:
-    directory = store.root / "readings" / "kind=air" / "date=2027-01-15" / "hour=07"
-    directory.mkdir(parents=True)
-    (directory / ".part-20270115T073000-abc.parquet.tmp").write_bytes(b"PAR1 torn")
-    assert store.remove_partial() == 1
-    assert list(directory.iterdir()) == []
+async def test_torn_last_line_is_truncated_before_appending(tmp_path: Path) -> None:
+    path = tmp_path / f"alerts-{DAY}.jsonl"
+    archive = JsonlArchive(tmp_path)
+    await archive.write_batch([make_alert(1), make_alert(2)])
+    await archive.close()
+    with path.open("ab") as f:
+        f.write(b'{"alert_id": "x')  # a crash mid-write
+
+    assert [a.alert_id for a in read_archive(path)] == ["aid-1", "aid-2"]  # the reader skips it
+    restarted = JsonlArchive(tmp_path)
+    await restarted.write_batch([make_alert(2), make_alert(3)])
+    await restarted.close()
+    assert ids(path) == ["aid-1", "aid-2", "aid-3"]  # lines() also checks every line is valid JSON
+    assert b'"x' not in path.read_bytes()
 
 
-def test_a_bad_query_names_the_problem_and_the_views(topology: Topology, store: ArchiveStore) -> None:
-    with pytest.raises(ArchiveQueryError, match="nothing is archived under .* yet"):
-        run_query(store.root, "SELECT * FROM readings")
-    archiver = Archiver(topology, store)
-    archiver.add(_msg(_air("DG-AQ-0001", T0_MS, pm25=1.0), "city.air.readings", 0))
-    archiver.flush()
-    with pytest.raises(ArchiveQueryError, match=r'(?s)"pm2".*views: readings'):
-        run_query(store.root, "SELECT pm2 FROM readings")
+async def test_file_holding_only_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / f"alerts-{DAY}.jsonl"
+    path.write_bytes(b'{"alert_id": "aid-1", "alarm')
+    archive = JsonlArchive(tmp_path)
+    await archive.write_batch([make_alert(1)])  # the torn aid-1 does not count as archived
+    await archive.close()
+    assert ids(path) == ["aid-1"]
 
 
-def test_the_alarm_archive_is_a_view_next_to_the_readings(store: ArchiveStore, tmp_path: Path) -> None:
-    alarms = tmp_path / "alarms"
-    alarms.mkdir()
-    lines = [{"alert_id": "a1", "rule": "gas_lel_alarm", "sensor_id": "DG-GS-0001", "status": "firing"},
-             {"alert_id": "a2", "rule": "gas_lel_alarm", "sensor_id": "DG-GS-0001", "status": "resolved"}]
-    (alarms / "alerts-2027-01-15.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    _, rows = run_query(store.root, "SELECT alert_id, status FROM alarms ORDER BY alert_id", alarms)
-    assert rows == [("a1", "firing"), ("a2", "resolved")]
+@pytest.mark.parametrize("extra", [0, 1, 25])
+async def test_seed_window_skips_only_a_partial_first_line(tmp_path: Path, extra: int) -> None:
+    path = tmp_path / f"alerts-{DAY}.jsonl"
+    archive = JsonlArchive(tmp_path)
+    await archive.write_batch([make_alert(1), make_alert(2), make_alert(3)])
+    await archive.close()
+    last = len(lines(path)[-1]) + 1
+    # The window holds the whole last line (plus `extra` bytes of the one before when
+    # extra > 0, which is then partial unless it is all of it).
+    restarted = JsonlArchive(tmp_path, seed_bytes=last + extra)
+    await restarted.write_batch([make_alert(3)])
+    assert ids(path) == ["aid-1", "aid-2", "aid-3"]
+    await restarted.write_batch([make_alert(2)])  # outside the window: the documented limit
+    await restarted.close()
+    assert ids(path) == ["aid-1", "aid-2", "aid-3", "aid-2"]
+
+
+async def test_seen_set_is_capped(tmp_path: Path) -> None:
+    path = tmp_path / f"alerts-{DAY}.jsonl"
+    archive = JsonlArchive(tmp_path, max_ids=2)
+    await archive.write_batch([make_alert(1), make_alert(2), make_alert(3)])
+    await archive.write_batch([make_alert(2), make_alert(3)])
+    await archive.write_batch([make_alert(1)])  # forgotten: the oldest id fell out
+    await archive.close()
+    assert ids(path) == ["aid-1", "aid-2", "aid-3", "aid-1"]
+
+
+async def test_evicted_file_is_reseeded_from_disk(tmp_path: Path) -> None:
+    first = make_alert(1, event_ts="2026-11-25T10:00:00+08:00")
+    second = make_alert(2, event_ts="2026-11-26T10:00:00+08:00")
+    archive = JsonlArchive(tmp_path, max_files=1)
+    await archive.write_batch([first])
+    await archive.write_batch([second])  # evicts (and closes) 2026-11-25
+    assert open_fds(tmp_path / "alerts-2026-11-25.jsonl") == 0
+    await archive.write_batch([first, second])  # redelivered across both days
+    await archive.close()
+    assert ids(tmp_path / "alerts-2026-11-25.jsonl") == ["aid-1"]
+    assert ids(tmp_path / "alerts-2026-11-26.jsonl") == ["aid-2"]
+
+
+async def test_fsync_runs_off_the_loop_after_the_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fsync: Callable[[int], None] = os.fsync
+    synced: list[tuple[int, int, int]] = []  # (inode, size at fsync, thread)
+
+    def recording_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append((st.st_ino, st.st_size, threading.get_ident()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    archive = JsonlArchive(tmp_path / "archive")
+    await archive.write_batch([make_alert(1), make_alert(2)])
+    path = tmp_path / "archive" / f"alerts-{DAY}.jsonl"
+    size = path.stat().st_size
+    assert (path.stat().st_ino, size) in [(ino, sz) for ino, sz, _ in synced]  # fsynced with both lines in
+    assert (tmp_path / "archive").stat().st_ino in [ino for ino, _, _ in synced]  # new file: its directory too
+    assert all(thread != threading.get_ident() for _, _, thread in synced)
+
+    synced.clear()
+    await archive.write_batch([make_alert(1)])  # nothing new: nothing to sync
+    assert synced == []
+    await archive.write_batch([make_alert(3)])
+    assert [(ino, sz) for ino, sz, _ in synced] == [(path.stat().st_ino, path.stat().st_size)]
+    await archive.close()
+
+
+async def test_failed_fsync_raises_and_the_retry_writes_each_line_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_fsync: Callable[[int], None] = os.fsync
+    failures = [OSError(5, "Input/output error")]
+
+    def flaky_fsync(fd: int) -> None:
+        if failures:
+            raise failures.pop()
+        real_fsync(fd)
+
+    path = tmp_path / f"alerts-{DAY}.jsonl"
+    archive = JsonlArchive(tmp_path)
+    await archive.write_batch([make_alert(1)])
+    monkeypatch.setattr(os, "fsync", flaky_fsync)
+    with pytest.raises(OSError):
+        await archive.write_batch([make_alert(2), make_alert(3)])
+    with path.open("ab") as f:
+        f.write(b'{"alert_id": "aid-4", "ala')  # as if part of a later line had landed too
+    await archive.write_batch([make_alert(2), make_alert(3), make_alert(4)])  # the worker's retry
+    await archive.close()
+    assert ids(path) == ["aid-1", "aid-2", "aid-3", "aid-4"]
+
+
+async def test_close_releases_handles_and_a_later_write_reopens(tmp_path: Path) -> None:
+    path = tmp_path / f"alerts-{DAY}.jsonl"
+    archive = JsonlArchive(tmp_path)
+    await archive.write_batch([make_alert(1)])
+    assert open_fds(path) == 1
+    await archive.close()
+    assert open_fds(path) == 0
+    await archive.close()  # idempotent
+    await archive.write_batch([make_alert(1), make_alert(2)])  # re-seeded: aid-1 is not repeated
+    await archive.close()
+    assert open_fds(path) == 0
+    assert ids(path) == ["aid-1", "aid-2"]
+
+
+def test_read_archive_skips_only_a_torn_final_line(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.jsonl"
+    path.write_bytes(make_alert(1).to_json() + b"\n" + make_alert(2).to_json())
+    assert list(read_archive(path)) == [make_alert(1)]
+    path.write_bytes(make_alert(1).to_json() + b"\n" + make_alert(2).to_json() + b"\n")
+    assert list(read_archive(path)) == [make_alert(1), make_alert(2)]
