@@ -109,7 +109,9 @@ async def produce_file(bootstrap: str, topic: str, path: Path) -> ProduceResult:
     """
     limit = await topic_max_message_bytes(bootstrap, topic)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=5, max_request_size=limit)
+                                linger_ms=5, max_request_size=limit,
+                                # a batch of small lines must not exceed the topic's limit either
+                                max_batch_size=min(16_384, limit))
     await start_client(producer, bootstrap)
     result = ProduceResult()
     try:

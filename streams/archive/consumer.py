@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,11 +84,11 @@ class Archiver:
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, flush: Callable[[], object]) -> None:
+    def __init__(self, flush: Callable[[], Awaitable[None]]) -> None:
         self._flush = flush
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._flush()  # type: ignore[misc]
+        await self._flush()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         pass

@@ -3,6 +3,8 @@ the kind, null where the reading did not carry it), one row per dead letter."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,11 +49,14 @@ DEADLETTER_SCHEMA = pa.schema([
 
 
 def archive_decoders(topology: Topology) -> dict[str, KindDecoder]:
-    """Per kind, the worker's decoder without age limits (and without the catalog: a
-    reading of a sensor not yet in the catalog is still a reading)."""
+    """Per kind, the worker's decoder without age limits. A catalog sensor of another kind
+    is rejected as by the worker (it reaches the archive as a dead letter); a sensor not
+    in the catalog is still a reading."""
     spec = topology.spec
     limits = InputSpec(**{**spec.input.model_dump(), "max_age_s": NO_AGE_LIMIT_S, "max_future_skew_s": NO_AGE_LIMIT_S})
-    return {kind: KindDecoder(kind, kind_spec, limits, {}) for kind, kind_spec in spec.kinds.items()}
+    sensors = topology.catalog.sensors
+    return {kind: KindDecoder(kind, kind_spec, limits, {s.sensor_id: s.kind for s in sensors if s.kind != kind})
+            for kind, kind_spec in spec.kinds.items()}
 
 
 def readings_table(parsed: ParsedReadings, quantities: Sequence[str]) -> pa.Table:
@@ -99,9 +104,6 @@ _DEAD = msgspec.json.Decoder(_DeadRecord)
 
 def deadletters_table(messages: Sequence[RawMessage]) -> tuple[pa.Table, list[RawMessage]]:
     """Dead-letter records (streams/deadletter.py) -> rows; records that are not ones are returned apart."""
-    import base64
-    import binascii
-
     rows: list[_DeadRecord] = []
     originals: list[bytes] = []
     foreign: list[RawMessage] = []

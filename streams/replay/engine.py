@@ -30,10 +30,5 @@ def replay_kind(topology: Topology, kind: str, messages: Sequence[RawMessage], b
     return alerts
 
 
-def replay(topology: Topology, messages_by_kind: dict[str, Sequence[RawMessage]],
-           batch_size: int = 1000) -> dict[str, list[Alert]]:
-    return {kind: replay_kind(topology, kind, msgs, batch_size) for kind, msgs in sorted(messages_by_kind.items())}
-
-
 def alert_ids(alerts: Iterable[Alert]) -> list[tuple[str, str, int]]:
     return [(a.alert_id, a.status, a.event_time_ms) for a in alerts]

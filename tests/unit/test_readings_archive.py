@@ -1,5 +1,5 @@
 """The readings archive without Kafka: messages -> Parquet files -> DuckDB answers
-(streams/archive). The Kafka consumer around it is tested in tests/integration/test_archive.py."""
+(streams/archive). The Kafka consumer around it is tested in tests/integration/test_archive.py; the JSONL alarm archive in tests/unit/test_archive.py."""
 
 from __future__ import annotations
 
@@ -149,3 +149,13 @@ def test_the_alarm_archive_is_a_view_next_to_the_readings(store: ArchiveStore, t
     (alarms / "alerts-2027-01-15.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     _, rows = run_query(store.root, "SELECT alert_id, status FROM alarms ORDER BY alert_id", alarms)
     assert rows == [("a1", "firing"), ("a2", "resolved")]
+
+
+def test_a_catalog_sensor_on_another_kinds_topic_is_not_archived_as_that_kinds_reading(
+        topology: Topology, store: ArchiveStore) -> None:
+    archiver = Archiver(topology, store)
+    archiver.add(_msg(_air("DG-AQ-0001", T0_MS, pm25=3.0), "city.air.readings", 0))
+    archiver.add(_msg(_air("DG-GS-0001", T0_MS, pm25=3.0), "city.air.readings", 1))  # a hazmat sensor: kind_mismatch
+    assert archiver.flush().readings == 1
+    _, rows = run_query(store.root, "SELECT sensor_id FROM readings")
+    assert rows == [("DG-AQ-0001",)]
