@@ -13,6 +13,7 @@ from streams.archive_cli import archive_app
 from streams.errors import CityOpsError
 from streams.operator_cli import alarms_app
 from streams.outbox_cli import outbox_app
+from streams.replay_cli import replay
 
 if TYPE_CHECKING:
     from streams.stack import StackStatus
@@ -31,6 +32,7 @@ app.add_typer(alarms_app, name="alarms")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(archive_app, name="archive")
+app.command("replay")(replay)
 
 TopologyOpt = Annotated[Path, typer.Option("--topology", "-t", help="topology.yaml to use", envvar="CITYOPS_TOPOLOGY")]
 

@@ -27,9 +27,9 @@ _META = ("sensor_id", "event_time", "flag", "topic", "kafka_partition", "kafka_o
 
 
 def archived_messages(root: Path, topology: Topology, kind: str, from_ms: int | None = None,
-                      to_ms: int | None = None) -> list[RawMessage]:
-    """The kind's archived messages whose Kafka timestamp is in [from_ms, to_ms), in
-    (timestamp, partition, offset) order."""
+                      to_ms: int | None = None, by: str = "kafka_time") -> list[RawMessage]:
+    """The kind's archived messages whose Kafka timestamp (``by="event_time"``: whose
+    readings' time) is in [from_ms, to_ms), in (Kafka timestamp, partition, offset) order."""
     directory = root / READINGS / f"kind={kind}"
     if not directory.is_dir():
         return []
@@ -37,9 +37,9 @@ def archived_messages(root: Path, topology: Topology, kind: str, from_ms: int | 
     dataset = ds.dataset(directory, format="parquet", partitioning="hive")
     condition = None
     if from_ms is not None:
-        condition = pc.field("kafka_time") >= pa.scalar(from_ms, UTC_MS)
+        condition = pc.field(by) >= pa.scalar(from_ms, UTC_MS)
     if to_ms is not None:
-        upper = pc.field("kafka_time") < pa.scalar(to_ms, UTC_MS)
+        upper = pc.field(by) < pa.scalar(to_ms, UTC_MS)
         condition = upper if condition is None else condition & upper
     present = [q for q in quantities if q in dataset.schema.names]
     table = dataset.to_table(columns=[*_META, *present], filter=condition)
