@@ -27,7 +27,6 @@ from streams.topology import Topology, load_topology
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
-WINDOW_SHARE_OF_BUDGET = 0.7  # 0.8 until issue #4: docs/benchmarks.md "Alarm manager and notifications"
 EXIT_BATCH_NOT_ACKED = 70  # EX_SOFTWARE: a supervisor restarts the worker
 OPERATOR_API_PREFIX = "/api/v1"
 
@@ -129,7 +128,7 @@ def _kind_agent(runtime: Runtime, kind: str) -> Callable[[Any], Any]:
     and writing the alert, and for the previous batch's alarm-manager tail, so a reading arriving first in a window still makes
     the budget (arrival at the worker -> alarm on the alerts topic)."""
     batch = runtime.topology.kind(kind).batch
-    window_s = batch.budget_ms * WINDOW_SHARE_OF_BUDGET / 1000
+    window_s = batch.window_ms / 1000
 
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(batch.max_messages, within=window_s):

@@ -70,7 +70,8 @@ def replay(
     keep: Annotated[bool, typer.Option("--keep", help="keep the replay's Redis namespace for inspection")] = False,
     source: Annotated[str, typer.Option("--source", help="auto | kafka | archive")] = "auto",
     clock: Annotated[str, typer.Option("--clock", help="auto | kafka (arrival time) | event (reading time)")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=100_000, help="messages per batch")] = 1000,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", min=1, max=100_000, help="messages per batch (default: as the live worker batches)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the outcome as one JSON object")] = False,
 ) -> None:
     """Replay a past window; never notifies anyone, never touches live alarm state.
@@ -166,7 +167,7 @@ def _print(console: Console, outcome: ReplayOutcome, options: ReplayOptions) -> 
         console.print("[yellow]most readings were rejected for their time, as the live worker rejected them: this "
                       "window holds a recording; replay it by reading time with --clock event[/yellow]")
     console.print(f"{len(outcome.alerts)} alarm events:")
-    for alert in outcome.alerts:
+    for alert in sorted(outcome.alerts, key=lambda a: (a.event_time_ms, a.alarm_key)):
         console.print(render(alert), soft_wrap=True)
     by_receiver: dict[str, int] = {}
     for n in outcome.notifications:

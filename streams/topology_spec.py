@@ -71,9 +71,17 @@ class DepartmentSpec(_Model):
     name: str
 
 
+WINDOW_SHARE_OF_BUDGET = 0.7  # 0.8 until issue #4: docs/benchmarks.md "Alarm manager and notifications"
+
+
 class BatchSpec(_Model):
     max_messages: PositiveInt = 1000
     budget_ms: PositiveInt = 500
+
+    @property
+    def window_ms(self) -> float:
+        """How long the worker collects a batch (streams/app.py; a replay batches the same way)."""
+        return self.budget_ms * WINDOW_SHARE_OF_BUDGET
 
 
 class QuantitySpec(_Model):

@@ -18,7 +18,7 @@ from streams.pipeline import KindPipeline
 from streams.replay.diff import AlarmDiff, diff, within
 from streams.replay.live import live_alerts
 from streams.replay.session import Notification, ReplayRecord, ReplaySession
-from streams.replay.window import ClockChoice, KindWindow, SourceChoice, load_windows, merged
+from streams.replay.window import Batching, ClockChoice, KindWindow, SourceChoice, load_windows, merged
 from streams.settings import Settings
 from streams.topology import Topology
 
@@ -35,7 +35,7 @@ class ReplayOptions:
     speed: float | None = None  # None = as fast as possible; 60 = an hour in a minute
     source: SourceChoice = "auto"
     clock: ClockChoice = "auto"
-    batch_size: int = 1000
+    batch_size: int | None = None  # None: batch as the live worker does (its window and max_messages)
     keep: bool = False
     compare: bool = True  # against the live alarm events
 
@@ -112,7 +112,11 @@ async def _run(session: ReplaySession, windows: list[KindWindow], options: Repla
     wall_start = time.monotonic()
     clock_start: int | None = None
     n_messages = n_readings = 0
-    for clock, kind, batch in merged(windows, options.batch_size):
+    batching = {}
+    for kind in session.pipelines:
+        spec = session.topology.kind(kind).batch
+        batching[kind] = Batching(options.batch_size, spec.max_messages, spec.window_ms)
+    for clock, kind, batch in merged(windows, batching):
         if options.speed is not None:
             clock_start = clock if clock_start is None else clock_start
             due = wall_start + (clock - clock_start) / 1000 / options.speed

@@ -22,7 +22,7 @@ the result does not depend on the batch size.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -65,12 +65,38 @@ def event_times(decoder: KindDecoder, messages: Sequence[RawMessage]) -> list[in
     return newest
 
 
-def batches(window: KindWindow, batch_size: int) -> Iterator[tuple[int, Sequence[RawMessage]]]:
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """A fixed number of messages per batch, or (``size`` None) the worker's: a batch
+    closes at ``max_messages`` or once it spans ``window_ms`` (Kafka or reading time),
+    so a replay's notification times are those of the live worker, give or take."""
+
+    size: int | None = None
+    max_messages: int = 1000
+    window_ms: float = 350.0
+
+
+def _cuts(window: KindWindow, batching: Batching) -> Iterator[tuple[int, int]]:
+    n = len(window.messages)
+    if batching.size is not None:
+        yield from ((start, min(n, start + batching.size)) for start in range(0, n, batching.size))
+        return
+    times = [m.timestamp_ms for m in window.messages] if window.clock == "kafka" else window.event_ms
+    start = 0
+    while start < n:
+        end, opened = start + 1, times[start]
+        while end < n and end - start < batching.max_messages and times[end] - opened <= batching.window_ms:
+            end += 1
+        yield start, end
+        start = end
+
+
+def batches(window: KindWindow, batching: Batching) -> Iterator[tuple[int, Sequence[RawMessage]]]:
     """(clock, batch) in order; the clock never goes back."""
     clock = -1
-    for start in range(0, len(window.messages), batch_size):
-        batch = window.messages[start:start + batch_size]
-        events = window.event_ms[start:start + batch_size]
+    for start, end in _cuts(window, batching):
+        batch = window.messages[start:end]
+        events = window.event_ms[start:end]
         if window.clock == "kafka":
             arrived = max((m.timestamp_ms for m in batch), default=-1)
             newest = arrived if arrived >= 0 else max(events, default=-1)  # no Kafka timestamp: reading time
@@ -80,15 +106,16 @@ def batches(window: KindWindow, batch_size: int) -> Iterator[tuple[int, Sequence
         yield clock, batch
 
 
-def merged(windows: Sequence[KindWindow], batch_size: int) -> Iterator[tuple[int, str, Sequence[RawMessage]]]:
+def merged(windows: Sequence[KindWindow], batching: Mapping[str, Batching]
+           ) -> Iterator[tuple[int, str, Sequence[RawMessage]]]:
     """Every kind's batches, merged by clock (kinds meet at a site through inhibition)."""
-    streams = [_tagged(i, w, batch_size) for i, w in enumerate(windows)]
+    streams = [_tagged(i, w, batching[w.kind]) for i, w in enumerate(windows)]
     for clock, _, kind, batch in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
         yield clock, kind, batch
 
 
-def _tagged(order: int, window: KindWindow, batch_size: int) -> Iterator[tuple[int, int, str, Sequence[RawMessage]]]:
-    for clock, batch in batches(window, batch_size):
+def _tagged(order: int, window: KindWindow, batching: Batching) -> Iterator[tuple[int, int, str, Sequence[RawMessage]]]:
+    for clock, batch in batches(window, batching):
         yield clock, order, window.kind, batch
 
 
