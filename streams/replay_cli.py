@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -54,6 +55,17 @@ def parse_speed(text: str) -> float | None:
     return speed
 
 
+def parse_duration(text: str, option: str) -> int:
+    """'90', '90s', '15m', '1h', '2d' -> ms."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise CityOpsError(f"{option} {text!r}: give a duration such as 0, 90s, 15m, 1h or 2d")
+    return int(float(match[1]) * _UNIT_MS[match[2] or "s"])
+
+
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
 def _split(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
@@ -64,6 +76,9 @@ def replay(
     kinds: Annotated[Optional[str], typer.Option("--kinds", help="comma-separated sensor kinds (default: all)")] = None,
     sensors: Annotated[Optional[str], typer.Option(
         "--sensors", help="comma-separated sensor ids: their alarms and report (every sensor is still processed)")] = None,
+    warmup: Annotated[str, typer.Option(
+        "--warmup", help="run this much before --from first, unreported, so the detectors have the state the live "
+                         "ones had (0 when the window starts where the live run did)")] = "1h",
     speed: Annotated[str, typer.Option("--speed", help="max, or a multiple of real time (60: an hour per minute)")] = "max",
     topology: TopologyOpt = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="write an incident report (HTML + JSON) here")] = None,
@@ -97,7 +112,8 @@ def replay(
     if report is not None:
         report_dir_ok(report)
     options = ReplayOptions(
-        from_ms=parse_time(from_, "--from", offset), to_ms=parse_time(to, "--to", offset), kinds=_split(kinds),
+        from_ms=parse_time(from_, "--from", offset), to_ms=parse_time(to, "--to", offset),
+        warmup_ms=parse_duration(warmup, "--warmup"), kinds=_split(kinds),
         sensors=wanted, speed=parse_speed(speed), source=source, clock=clock,  # type: ignore[arg-type]
         batch_size=batch_size, keep=keep)
     console = Console(stderr=True, highlight=False)

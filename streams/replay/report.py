@@ -42,7 +42,8 @@ class Series:
     values: np.ndarray
 
 
-def _readings(topology: Topology, outcome: ReplayOutcome, sensors: set[str]) -> dict[tuple[str, str], Series]:
+def _readings(topology: Topology, options: ReplayOptions, outcome: ReplayOutcome,
+              sensors: set[str]) -> dict[tuple[str, str], Series]:
     """(sensor, quantity) -> the window's readings, in event-time order."""
     decoders = archive_decoders(topology)
     found: dict[tuple[str, str], Series] = {}
@@ -52,7 +53,7 @@ def _readings(topology: Topology, outcome: ReplayOutcome, sensors: set[str]) -> 
         parsed = decoders[window.kind].parse(window.messages, now_ms=0)
         ids = np.asarray(parsed.sensor_ids, dtype=object)
         for sensor in sensors & set(parsed.sensor_ids):
-            rows = np.flatnonzero(ids == sensor)
+            rows = np.flatnonzero((ids == sensor) & (parsed.event_ms >= options.from_ms))  # not the warm-up
             order = rows[np.argsort(parsed.event_ms[rows], kind="stable")]
             for q, quantity in enumerate(topology.quantities(window.kind)):
                 values = parsed.values[order, q]
@@ -156,7 +157,7 @@ async def write_report(directory: Path, settings: Settings, topology: Topology, 
     involved = {i.sensor_id for i in found}
     same_site = {s.sensor_id for i in found for s in topology.catalog.sensors
                  if s.site_id == i.site_id and s.sensor_id != i.sensor_id}
-    readings = _readings(topology, outcome, involved | same_site)
+    readings = _readings(topology, options, outcome, involved | same_site)
     live = await _live_alarms(settings, sorted({i.alarm_key for i in found}))
     facts = [_incident_facts(i, outcome, readings, catalog, live, topology) for i in found]
     report = {

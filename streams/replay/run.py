@@ -30,6 +30,9 @@ Progress = Callable[[int, int], None]
 class ReplayOptions:
     from_ms: int
     to_ms: int
+    # detector state (baselines, last heard) is built from this much before from_ms; its
+    # alarms and notifications are not reported (the live worker had that state at from_ms)
+    warmup_ms: int = 0
     kinds: tuple[str, ...] = ()  # () = every kind
     sensors: frozenset[str] | None = None  # alarms and report of these only (all are processed)
     speed: float | None = None  # None = as fast as possible; 60 = an hour in a minute
@@ -70,7 +73,7 @@ def kinds_of(topology: Topology, wanted: tuple[str, ...]) -> list[str]:
 
 async def load(settings: Settings, topology: Topology, options: ReplayOptions) -> list[KindWindow]:
     return await load_windows(settings.bootstrap, archive_root(settings, topology), topology,
-                              kinds_of(topology, options.kinds), options.from_ms, options.to_ms,
+                              kinds_of(topology, options.kinds), options.from_ms - options.warmup_ms, options.to_ms,
                               options.source, options.clock)
 
 
@@ -88,8 +91,8 @@ async def run_replay(settings: Settings, topology: Topology, live_topology: Topo
         outcome.seconds = time.perf_counter() - started
         chosen = within(session.record.alerts, options.from_ms, options.to_ms, options.sensors)
         outcome.alerts = chosen
-        outcome.notifications = [n for n in session.record.notifications
-                                 if options.sensors is None or n.sensor_id in options.sensors]
+        outcome.notifications = [n for n in session.record.notifications if n.at_ms >= options.from_ms
+                                 and (options.sensors is None or n.sensor_id in options.sensors)]
         if options.compare:
             alarms = live_topology.spec.notifications.archive
             live, outcome.live_source = await live_alerts(
@@ -117,8 +120,9 @@ async def _run(session: ReplaySession, windows: list[KindWindow], options: Repla
         spec = session.topology.kind(kind).batch
         batching[kind] = Batching(options.batch_size, spec.max_messages, spec.window_ms)
     for clock, kind, batch in merged(windows, batching):
-        if options.speed is not None:
-            clock_start = clock if clock_start is None else clock_start
+        if options.speed is not None and clock >= options.from_ms:  # the warm-up runs at full speed
+            if clock_start is None:
+                wall_start, clock_start = time.monotonic(), clock
             due = wall_start + (clock - clock_start) / 1000 / options.speed
             delay = due - time.monotonic()
             if delay > 0:

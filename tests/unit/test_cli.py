@@ -24,6 +24,7 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ("produce", "--topic", "city.air.readings", "README.md"),
         ("alerts", "tail", "--timeout", "1"),
         ("simulate", "--duration", "1", "--no-pace"),
+        ("replay", "--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00"),
     ],
 )
 def test_unreachable_kafka_is_a_clear_error(args: tuple[str, ...]) -> None:
@@ -43,3 +44,21 @@ def test_bad_option_value_is_rejected_by_the_parser() -> None:
     result = _run("simulate", "--rate", "-5")
     assert result.returncode == 2
     assert "--rate" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--from", "yesterday", "--to", "2026-12-07T11:00"), "--from 'yesterday'"),
+        (("--from", "2026-12-07T11:00", "--to", "2026-12-07T10:00"), "--from must be before --to"),
+        (("--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00", "--speed", "fast"), "--speed 'fast'"),
+        (("--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00", "--kinds", "air,weather"), "--kinds weather"),
+        (("--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00", "--sensors", "DG-XX-1"), "--sensors DG-XX-1"),
+        (("--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00", "--source", "s3"), "--source 's3'"),
+        (("--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00", "--report", "README.md"), "--report README.md"),
+    ],
+)
+def test_replay_mistakes_name_the_option(args: tuple[str, ...], named: str) -> None:
+    result = _run("replay", *args, CITYOPS_BOOTSTRAP="127.0.0.1:1")  # rejected before any connection
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr and "Traceback" not in result.stderr
