@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from sinks.alarm_store import Alarm, AlarmStore
 from sinks.base import Alert
 from streams.archive.rows import archive_decoders
-from streams.replay.diff import Incident, incidents
+from streams.replay.diff import Incident, incidents, within
 from streams.replay.run import ReplayOptions, ReplayOutcome
 from streams.settings import Settings
 from streams.topology import Topology
@@ -76,26 +76,60 @@ def _setpoints(outcome: ReplayOutcome, alert: Alert) -> list[tuple[str, float]]:
     return []
 
 
-def _first_abnormal(series: Series | None, setpoints: Sequence[tuple[str, float]], direction: str,
-                    before_ms: int, since_ms: int) -> int | None:
-    """Event time of the first reading past the lowest set point in the run up to the alarm."""
+def _plotted_quantity(topology: Topology, alert: Alert, readings: dict[tuple[str, str], Series]) -> str:
+    """The alert's quantity when it is a reading's, else its detector's input quantity
+    (a CUSUM score is plotted as the gas reading it watches)."""
+    if (alert.sensor_id, alert.quantity) in readings:
+        return alert.quantity
+    route = next((r for r in topology.spec.routes if r.rule == alert.rule), None)
+    detector = next((d for d in topology.spec.detectors if route is not None and d.name == route.detector), None)
+    wanted = detector.params.get("quantity") if detector is not None else None
+    if isinstance(wanted, str):
+        return wanted
+    return next((q for (sensor, q) in readings if sensor == alert.sensor_id), alert.quantity)
+
+
+def _first_past(series: Series | None, setpoints: Sequence[tuple[str, float]], direction: str,
+                before_ms: int, since_ms: int) -> int | None:
+    """Event time of the first reading past the lowest set point, in the unbroken run of
+    such readings that ends at the alarm."""
     if series is None or not setpoints:
         return None
     lowest = min(p for _, p in setpoints) if direction == "above" else max(p for _, p in setpoints)
     past = series.values > lowest if direction == "above" else series.values < lowest
+    return _run_start(series, past, before_ms, since_ms)
+
+
+def _first_abnormal(series: Series | None, before_ms: int, since_ms: int) -> int | None:
+    """Event time of the first reading that left the sensor's own normal band (median
+    +- 5 robust sd of its readings before the run-up), in the unbroken run of such
+    readings that ends at the alarm: when the sensors first said something was wrong."""
+    if series is None:
+        return None
+    earlier = series.values[(series.times_ms < before_ms) & (series.times_ms >= since_ms)]
+    earlier = earlier[np.isfinite(earlier)]
+    if earlier.size < 5:
+        return None  # no baseline to judge by
+    median = float(np.median(earlier))
+    spread = max(5 * 1.4826 * float(np.median(np.abs(earlier - median))), 0.05 * max(abs(median), 1.0))
+    outside = np.abs(series.values - median) > spread
+    return _run_start(series, outside, before_ms, since_ms)
+
+
+def _run_start(series: Series, flagged: np.ndarray, before_ms: int, since_ms: int) -> int | None:
     times = series.times_ms
-    # the unbroken run of abnormal readings that ends at the alarm
-    candidates = np.flatnonzero((times <= before_ms) & (times >= since_ms))
     first = None
-    for i in candidates[::-1]:
-        if not past[i]:
+    for i in np.flatnonzero((times <= before_ms) & (times >= since_ms))[::-1]:
+        if not flagged[i]:
             break
         first = int(times[i])
     return first
 
 
 def _svg(series: Series | None, alert_events: Sequence[Alert], setpoints: Sequence[tuple[str, float]],
-         neighbours: Sequence[Series], tz: timezone, title: str) -> str:
+         neighbours: Sequence[Series], tz: timezone, title: str, window: tuple[int, int],
+         png: Path | None = None) -> str:
+    """The plot as inline SVG (and as a PNG file when ``png`` is given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,15 +147,19 @@ def _svg(series: Series | None, alert_events: Sequence[Alert], setpoints: Sequen
         colour = "#27ae60" if alert.status == "resolved" else _COLOURS.get(alert.severity, "#888")
         x = alert.event_time_ms / 86_400_000.0
         ax.axvline(x, color=colour, lw=1.2)
-        ax.annotate(alert.status, (x, 1.0), xycoords=("data", "axes fraction"),
+        ax.annotate(f"{alert.status} {alert.severity}", (x, 0.98), xycoords=("data", "axes fraction"),
                     rotation=90, va="top", ha="right", fontsize=7, color=colour)
     ax.set_title(title, fontsize=10)
+    if series is None or len(series.times_ms) == 0:
+        ax.set_xlim(float(_days(np.array(window[0]))), float(_days(np.array(window[1]))))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=tz))  # type: ignore[no-untyped-call]
     ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = io.StringIO()
     fig.savefig(out, format="svg", metadata={"Date": None})  # no date: the same input, the same file
+    if png is not None:
+        fig.savefig(png, format="png", metadata={"Software": None})
     plt.close(fig)
     svg = out.getvalue()
     return svg[svg.index("<svg"):]
@@ -159,7 +197,7 @@ async def write_report(directory: Path, settings: Settings, topology: Topology, 
                  if s.site_id == i.site_id and s.sensor_id != i.sensor_id}
     readings = _readings(topology, options, outcome, involved | same_site)
     live = await _live_alarms(settings, sorted({i.alarm_key for i in found}))
-    facts = [_incident_facts(i, outcome, readings, catalog, live, topology) for i in found]
+    facts = [_incident_facts(i, options, outcome, readings, catalog, live, topology) for i in found]
     report = {
         "window": {"from": _iso(options.from_ms, tz), "to": _iso(options.to_ms, tz),
                    "kinds": [w.kind for w in outcome.windows],
@@ -174,33 +212,38 @@ async def write_report(directory: Path, settings: Settings, topology: Topology, 
     }
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    plots = []
+    plots: list[str] = []
     for incident, fact in zip(found, facts, strict=True):
         series = readings.get((incident.sensor_id, fact["quantity"]))
-        neighbours = [s for (sid, q), s in readings.items()
-                      if sid in same_site and catalog[sid].site_id == incident.site_id and q == fact["quantity"]]
+        neighbours = [s for (sid, q), s in readings.items() if sid in same_site and sid != incident.sensor_id
+                      and catalog[sid].site_id == incident.site_id and q == fact["quantity"]]
         events = [a for a in outcome.alerts if a.alarm_key == incident.alarm_key
                   and incident.start_ms <= a.event_time_ms <= (incident.end_ms or 2**62)]
         plots.append(_svg(series, events, [(s, p) for s, p in fact["set_points"]], neighbours, tz,
-                          f"{incident.sensor_id} {fact['quantity']} · {incident.rule}"))
+                          f"{incident.sensor_id} {fact['quantity']} · {incident.rule}", (options.from_ms, options.to_ms),
+                          directory / f"{len(plots) + 1:02d}-{incident.sensor_id}-{incident.rule}.png"))
     page = directory / "report.html"
     page.write_text(_html(report, plots), encoding="utf-8")
     return page
 
 
-def _incident_facts(incident: Incident, outcome: ReplayOutcome, readings: dict[tuple[str, str], Series],
+def _incident_facts(incident: Incident, options: ReplayOptions, outcome: ReplayOutcome, readings: dict[tuple[str, str], Series],
                     catalog: dict[str, Any], live: dict[str, Alarm], topology: Topology) -> dict[str, Any]:
     tz = _offset(topology)
     events = [a for a in outcome.alerts if a.alarm_key == incident.alarm_key
               and incident.start_ms <= a.event_time_ms <= (incident.end_ms or 2**62)]
     firing = events[0]
-    setpoints = _setpoints(outcome, firing)
+    quantity = _plotted_quantity(topology, firing, readings)
+    # set points are in the unit of the route's score: drawn only over that quantity
+    setpoints = _setpoints(outcome, firing) if quantity == firing.quantity else []
     route = next((r for r in topology.spec.routes if r.rule == incident.rule), None)
     direction = route.direction if route is not None else "above"
-    series = readings.get((incident.sensor_id, firing.quantity))
+    series = readings.get((incident.sensor_id, quantity))
     previous_end = max((i.end_ms or 0 for i in incidents(outcome.alerts)
                         if i.alarm_key == incident.alarm_key and (i.end_ms or 0) <= incident.start_ms), default=0)
-    abnormal = _first_abnormal(series, setpoints, direction, incident.start_ms, previous_end)
+    past = _first_past(series, setpoints, direction, incident.start_ms, previous_end)
+    abnormal = _first_abnormal(series, incident.start_ms, previous_end)
+    abnormal = past if abnormal is None or (past is not None and past < abnormal) else abnormal
     notified = [n for n in outcome.notifications if n.alarm_key == incident.alarm_key
                 and any(n.alert_id == a.alert_id for a in events)]
     alarm = live.get(incident.alarm_key)
@@ -210,11 +253,11 @@ def _incident_facts(incident: Incident, outcome: ReplayOutcome, readings: dict[t
             and s.sensor_id != incident.sensor_id]
     district = [s for s in topology.catalog.sensors if info is not None and s.district == info.district
                 and s.site_id != info.site_id]
-    alarmed = {a.sensor_id for a in outcome.alerts}
+    alarmed = {a.sensor_id for a in within(outcome.record.alerts, options.from_ms, options.to_ms)}
     return {
         "alarm_key": incident.alarm_key, "rule": incident.rule, "sensor_id": incident.sensor_id,
         "site_id": incident.site_id, "site_name": info.site_name if info else None,
-        "district": info.district if info else None, "quantity": firing.quantity,
+        "district": info.district if info else None, "quantity": quantity, "score": firing.quantity,
         "peak_severity": incident.peak_severity, "start": _iso(incident.start_ms, tz),
         "end": _iso(incident.end_ms, tz) if incident.end_ms is not None else None,
         "set_points": [[s, p] for s, p in setpoints], "direction": direction,
@@ -223,6 +266,7 @@ def _incident_facts(incident: Incident, outcome: ReplayOutcome, readings: dict[t
         + ([{"event_time": _iso(acked.acked_at_ms or 0, tz), "status": "acknowledged (live)",
              "by": acked.acked_by}] if acked else []),
         "first_abnormal_reading": _iso(abnormal, tz) if abnormal is not None else None,
+        "first_past_set_point": _iso(past, tz) if past is not None else None,
         "abnormal_to_alarm_s": (incident.start_ms - abnormal) / 1000 if abnormal is not None else None,
         "abnormal_to_ack_s": ((acked.acked_at_ms or 0) - abnormal) / 1000 if acked and abnormal is not None else None,
         "notifications": [{"receiver": n.receiver, "status": n.status, "severity": n.severity,
@@ -291,7 +335,9 @@ def _html(report: dict[str, Any], plots: Sequence[str]) -> str:
         parts.append(f"<h2>{html.escape(fact['alarm_key'])} · {html.escape(fact['peak_severity'])}</h2>")
         parts.append(f"<p>{html.escape(str(fact['site_name'] or fact['site_id']))}, {html.escape(str(fact['district']))}. "
                      f"Alarm from {html.escape(fact['start'])} to {html.escape(str(fact['end'] or 'the end of the window'))}. "
-                     f"First abnormal reading: {html.escape(str(fact['first_abnormal_reading'] or 'n/a'))}; "
+                     f"First abnormal reading (out of its own normal band): "
+                     f"{html.escape(str(fact['first_abnormal_reading'] or 'n/a'))}; first past a set point: "
+                     f"{html.escape(str(fact['first_past_set_point'] or 'n/a'))}; from the first abnormal reading "
                      f"to the alarm: {fact['abnormal_to_alarm_s'] if fact['abnormal_to_alarm_s'] is not None else 'n/a'} s; "
                      f"to the acknowledgement: {fact['abnormal_to_ack_s'] if fact['abnormal_to_ack_s'] is not None else 'not acknowledged live'}"
                      f"{' s' if fact['abnormal_to_ack_s'] is not None else ''}.</p>")

@@ -27,6 +27,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka import AIOKafkaConsumer
 
+from sinks.alarm_store import AlarmStore
 from sinks.base import Alert
 from streams.archive.query import ArchiveQueryError, run_query
 from streams.stack import StackConfig
@@ -167,18 +168,24 @@ async def test_replay_reproduces_the_live_run_and_shows_what_a_lower_set_point_w
         live = [a for a in await _alerts(stack_cfg.bootstrap, alerts_topic) if from_ms <= a.event_time_ms < to_ms]
         gas_live = {a.sensor_id for a in live if a.rule == GAS_RULE}
         assert gas_live, "the scripted gas leak raised no live alarm"
+        # the duty officer acknowledges the first gas alarm on the live system
+        first_gas = min((a for a in live if a.rule == GAS_RULE and a.status == "firing"), key=lambda a: a.event_time_ms)
+        acked_at = first_gas.event_time_ms + 45_000
+        await AlarmStore(client, worker.env["CITYOPS_NAMESPACE"]).acknowledge(first_gas.alarm_key, "duty-li", acked_at)
         received_before = len(receiver.received)
         live_keys = await _snapshot(client, worker.env["CITYOPS_NAMESPACE"])
         window = ["--from", str(_iso(from_ms)), "--to", str(_iso(to_ms))]
 
         # -- 1. from Kafka, at max speed: the live alarms and notifications, exactly ---------
-        kafka = await _replay(env, *window)
+        kafka = await _replay(env, *window, "--report", str(tmp_path / "report"))
         assert {w["source"] for w in kafka["windows"]} == {"kafka"}
         assert _events(kafka) == {(a.alert_id, a.status, a.event_time_ms) for a in live}
         assert kafka["diff"]["identical"] and kafka["diff"]["live_events"] == len({a.alert_id for a in live})
         webhook = {a["annotations"]["alert_id"] for a in receiver.webhook_alerts()}
         assert {n["alert_id"] for n in kafka["notifications"] if n["receiver"] == "duty_webhook"} == webhook
         assert sum(n["receiver"] == "emergency_cap" for n in kafka["notifications"]) == len(receiver.caps())
+
+        _check_report(tmp_path / "report", kafka, first_gas, acked_at, root)
 
         # -- 2. from the archive, after Kafka lost the window -------------------------------
         await _truncate(stack_cfg.bootstrap, topology_topics)
@@ -241,6 +248,36 @@ async def test_replay_reproduces_the_live_run_and_shows_what_a_lower_set_point_w
         archiver.stop()
         await receiver.down()
         await client.aclose()
+
+
+def _check_report(directory: Path, outcome: dict[str, Any], first_gas: Alert, acked_at: int, root: Path) -> None:
+    """report.json has every incident with what the readings and the live store say;
+    report.html is one page that needs nothing else (one inline plot per incident)."""
+    report = json.loads((directory / "report.json").read_text())
+    firing = [a for a in outcome["alerts"] if a["status"] == "firing"]
+    assert sorted(i["alarm_key"] for i in report["incidents"]) == sorted(a["alarm_key"] for a in firing)
+    gas = next(i for i in report["incidents"] if i["alarm_key"] == first_gas.alarm_key)
+    assert gas["set_points"] == [["major", 25.0], ["critical", 50.0]]
+    _, rows = run_query(root, f"SELECT sensor_id, epoch_ms(event_time), gas_lel FROM readings "
+                              f"WHERE sensor_id = '{first_gas.sensor_id}' ORDER BY event_time")
+    past = _first_above(rows, first_gas.sensor_id, 25.0, first_gas.event_time_ms)
+    assert gas["first_past_set_point"] is not None and _ms(gas["first_past_set_point"]) == past
+    onset = _ms(gas["first_abnormal_reading"])
+    assert onset <= past and gas["abnormal_to_alarm_s"] == (first_gas.event_time_ms - onset) / 1000
+    acked = [t for t in gas["timeline"] if t["status"] == "acknowledged (live)"]
+    assert [(t["by"], _ms(t["event_time"])) for t in acked] == [("duty-li", acked_at)]
+    assert gas["abnormal_to_ack_s"] == (acked_at - onset) / 1000
+    assert {n["receiver"] for n in gas["notifications"]} == {"duty_webhook", "emergency_cap"}
+    assert any(n["where"] == "same site" for n in gas["nearby"])
+    page = (directory / "report.html").read_text()
+    assert page.count("<svg") == len(report["incidents"])
+    assert "<script" not in page and "<link" not in page and " src=" not in page
+
+
+def _ms(iso: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
 def _iso(ms: int) -> str:
