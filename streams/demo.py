@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,7 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
     await start_client(consumer, settings.bootstrap)
     await consumer.seek_to_end()
     worker = sim = archiver = None
+    started_ms: int | None = None
     prometheus: PrometheusProcess | None = None
     tally, stop, completed = DemoTally(), asyncio.Event(), False
     follower = asyncio.create_task(_follow(consumer, console, tally, stop))
@@ -181,6 +183,7 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
                       f"--prometheus-url {prometheus.url}[/dim]")
         sim_args = ["simulate", "--rate", str(rate), "--duration", str(duration_s if duration_s > 0 else 10**9),
                     "--truth", str(workdir / "truth.jsonl"), "--topology", str(topology.path)]
+        started_ms = int(time.time() * 1000)
         sim = _start(sim_args, workdir / "simulate.log", env)
         console.print(f"[bold]Simulated Dongguan is live[/bold] ({rate:g} readings/s). Metrics: "
                       f"http://127.0.0.1:{settings.web_port}/metrics  ·  Ctrl-C stops everything.")
@@ -211,7 +214,20 @@ async def run_demo(topology: Topology, settings: Settings, duration_s: float, ra
         console.print(f"every reading is archived in Parquet under {settings.data_dir}; ask it, e.g.: "
                       "cityops archive query \"SELECT kind, count(*), min(event_time), max(event_time) "
                       "FROM readings GROUP BY kind\"", soft_wrap=True)
+        if started_ms is not None:
+            console.print(replay_hint(env["CITYOPS_NAMESPACE"], started_ms - 1000, int(time.time() * 1000) + 1000,
+                                      workdir / "report"), soft_wrap=True)
     return tally
+
+
+def replay_hint(namespace: str, from_ms: int, to_ms: int, report: Path) -> str:
+    """The command that replays the demo's window and writes its incident report."""
+    def iso(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return (f"replay what you just saw, compare it with the live alarms and write an incident report: "
+            f"CITYOPS_NAMESPACE={namespace} cityops replay --from {iso(from_ms)} --to {iso(to_ms)} --warmup 0 "
+            f"--report {report}  (then open {report / 'report.html'}; add --topology FILE to try a changed rule)")
 
 
 def _read_truth(path: Path) -> list[dict[str, object]]:

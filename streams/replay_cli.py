@@ -85,8 +85,9 @@ def replay(
     keep: Annotated[bool, typer.Option("--keep", help="keep the replay's Redis namespace for inspection")] = False,
     source: Annotated[str, typer.Option("--source", help="auto | kafka | archive")] = "auto",
     clock: Annotated[str, typer.Option("--clock", help="auto | kafka (arrival time) | event (reading time)")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", min=1, max=100_000, help="messages per batch (default: as the live worker batches)")] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=0, max=100_000,
+        help="messages per batch; the alarms do not depend on it; 0: as the live worker batched (slow)")] = 5000,
     as_json: Annotated[bool, typer.Option("--json", help="print the outcome as one JSON object")] = False,
 ) -> None:
     """Replay a past window; never notifies anyone, never touches live alarm state.
@@ -115,7 +116,7 @@ def replay(
         from_ms=parse_time(from_, "--from", offset), to_ms=parse_time(to, "--to", offset),
         warmup_ms=parse_duration(warmup, "--warmup"), kinds=_split(kinds),
         sensors=wanted, speed=parse_speed(speed), source=source, clock=clock,  # type: ignore[arg-type]
-        batch_size=batch_size, keep=keep)
+        batch_size=batch_size or None, keep=keep)
     console = Console(stderr=True, highlight=False)
     with console.status("reading the window..."):
         windows = asyncio.run(load(settings, topo, options))

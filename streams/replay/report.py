@@ -261,10 +261,12 @@ def _incident_facts(incident: Incident, options: ReplayOptions, outcome: ReplayO
         "peak_severity": incident.peak_severity, "start": _iso(incident.start_ms, tz),
         "end": _iso(incident.end_ms, tz) if incident.end_ms is not None else None,
         "set_points": [[s, p] for s, p in setpoints], "direction": direction,
-        "timeline": [{"event_time": a.event_ts, "detected_at": a.detected_at, "status": a.status,
-                      "severity": a.severity, "value": a.value, "alert_id": a.alert_id} for a in events]
-        + ([{"event_time": _iso(acked.acked_at_ms or 0, tz), "status": "acknowledged (live)",
-             "by": acked.acked_by}] if acked else []),
+        "timeline": sorted(
+            [{"event_time": a.event_ts, "detected_at": a.detected_at, "status": a.status,
+              "severity": a.severity, "value": a.value, "alert_id": a.alert_id} for a in events]
+            + ([{"event_time": _iso(acked.acked_at_ms or 0, tz), "status": "acknowledged (live)",
+                 "by": acked.acked_by}] if acked else []),
+            key=lambda t: str(t["event_time"])),  # one offset throughout: ISO strings sort by time
         "first_abnormal_reading": _iso(abnormal, tz) if abnormal is not None else None,
         "first_past_set_point": _iso(past, tz) if past is not None else None,
         "abnormal_to_alarm_s": (incident.start_ms - abnormal) / 1000 if abnormal is not None else None,

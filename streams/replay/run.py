@@ -38,7 +38,7 @@ class ReplayOptions:
     speed: float | None = None  # None = as fast as possible; 60 = an hour in a minute
     source: SourceChoice = "auto"
     clock: ClockChoice = "auto"
-    batch_size: int | None = None  # None: batch as the live worker does (its window and max_messages)
+    batch_size: int | None = 5000  # None: batch as the live worker did (its window and max_messages; slow)
     keep: bool = False
     compare: bool = True  # against the live alarm events
 
@@ -83,7 +83,8 @@ async def run_replay(settings: Settings, topology: Topology, live_topology: Topo
     (also on Ctrl-C or an error) unless ``options.keep``."""
     namespace = f"replay-{uuid.uuid4().hex[:12]}"
     client = aioredis.Redis.from_url(settings.redis_url)
-    session = ReplaySession(topology, client, namespace)
+    arrival = {key: ms for window in windows for key, ms in window.arrival.items()}
+    session = ReplaySession(topology, client, namespace, arrival)
     outcome = ReplayOutcome(namespace, windows, session.record, [], [], pipelines=session.pipelines)
     try:
         started = time.perf_counter()

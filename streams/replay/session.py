@@ -41,23 +41,27 @@ class Notification:
     sensor_id: str
     site_id: str
     departments: tuple[str, ...]
-    at_ms: int  # the replay's clock when it reached the outbox
+    at_ms: int  # when the reading that raised it reached Kafka (RecordingReceiver)
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "departments": list(self.departments)}
 
 
 class RecordingReceiver:
-    """A receiver's sink that records instead of sending (the notifier's ReceiverSink)."""
+    """A receiver's sink that records instead of sending (the notifier's ReceiverSink).
 
-    def __init__(self, name: str, clock_ms: Callable[[], int], into: list[Notification]) -> None:
-        self.name, self._clock_ms, self._into = name, clock_ms, into
+    A notification's time is when the reading that raised it reached Kafka (for a
+    recording: the reading's time); the live worker put it in the outbox within the
+    kind's latency budget after that. An alarm raised by no reading (no_signal) is
+    timed at its event time. So the times do not depend on how the replay batches."""
+
+    def __init__(self, name: str, when: Callable[[Alert], int], into: list[Notification]) -> None:
+        self.name, self._when, self._into = name, when, into
 
     async def write_batch(self, alerts: Sequence[Alert], starts: Mapping[str, int] | None = None) -> None:
-        now = self._clock_ms()
         self._into.extend(
             Notification(self.name, a.alert_id, a.alarm_key, a.status, a.severity, a.sensor_id, a.site_id,
-                         tuple(a.departments), now)
+                         tuple(a.departments), self._when(a))
             for a in alerts)
 
     async def write_repeat(self, due: Sequence[tuple[Alert, int]], starts: Mapping[str, int] | None = None) -> None:
@@ -84,8 +88,10 @@ class ReplayRecord:
 
 
 class ReplaySession:
-    def __init__(self, topology: Topology, client: aioredis.Redis, namespace: str) -> None:
+    def __init__(self, topology: Topology, client: aioredis.Redis, namespace: str,
+                 arrival: Mapping[tuple[str, int], int] | None = None) -> None:
         self.topology, self.redis, self.namespace = topology, client, namespace
+        self.arrival = arrival or {}
         self.clock_ms = 0
         self.record = ReplayRecord([], [], [], dead_by_reason={})
         self.pipelines = {kind: KindPipeline(topology, kind) for kind in topology.spec.kinds}
@@ -94,7 +100,7 @@ class ReplaySession:
         notes = topology.spec.notifications
         # every receiver of the topology: a replay sends nothing, so its URL does not matter
         routes = [
-            Route(name=spec.name, sink=RecordingReceiver(spec.name, self._clock, self.record.notifications),
+            Route(name=spec.name, sink=RecordingReceiver(spec.name, self._arrived, self.record.notifications),
                   departments=None if spec.departments is None else frozenset(spec.departments),
                   min_severity=spec.min_severity, send_resolved=spec.send_resolved, repeat=False)
             for spec in notes.receivers
@@ -108,6 +114,9 @@ class ReplaySession:
 
     def _clock(self) -> int:
         return self.clock_ms
+
+    def _arrived(self, alert: Alert) -> int:
+        return self.arrival.get((alert.sensor_id, alert.event_time_ms), alert.event_time_ms)
 
     async def process(self, kind: str, batch: Sequence[RawMessage], clock_ms: int) -> BatchResult:
         self.clock_ms = clock_ms

@@ -47,6 +47,7 @@ class KindWindow:
     clock: Clock
     messages: list[RawMessage] = field(default_factory=list)
     event_ms: list[int] = field(default_factory=list)  # per message: its newest reading time, -1 if none parsed
+    arrival: dict[tuple[str, int], int] = field(default_factory=dict)  # (sensor, reading ms) -> Kafka ms
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -54,15 +55,20 @@ class KindWindow:
         return len(self.messages)
 
 
-def event_times(decoder: KindDecoder, messages: Sequence[RawMessage]) -> list[int]:
-    """Per message, the newest event time among its readings (-1: none parsed)."""
+def event_times(decoder: KindDecoder, window: KindWindow) -> None:
+    """Per message, the newest event time among its readings (-1: none parsed); per
+    reading, when it reached Kafka (reading time for a recording)."""
+    messages = window.messages
     parsed = decoder.parse(messages, now_ms=0)  # an archive decoder: no age limits
     position = {id(m): i for i, m in enumerate(messages)}
     newest = [-1] * len(messages)
-    for (msg, _), ts in zip(parsed.origins, parsed.event_ms.tolist(), strict=True):
+    arrival = window.arrival
+    for (msg, _), sensor, ts in zip(parsed.origins, parsed.sensor_ids, parsed.event_ms.tolist(), strict=True):
         i = position[id(msg)]
         newest[i] = max(newest[i], int(ts))
-    return newest
+        arrival.setdefault((sensor, int(ts)), msg.timestamp_ms if window.clock == "kafka" and msg.timestamp_ms >= 0
+                           else int(ts))
+    window.event_ms = newest
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +149,7 @@ async def load_windows(
             windows[kind] = found or KindWindow(kind, "none", "event")
     for window in windows.values():
         if not window.event_ms:
-            window.event_ms = event_times(decoders[window.kind], window.messages)
+            event_times(decoders[window.kind], window)
         if window.source != "archive" and window.clock == "event":
             _keep_by_event_time(window, from_ms, to_ms)
     return [windows[kind] for kind in kinds]

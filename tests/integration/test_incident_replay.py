@@ -101,6 +101,10 @@ def _events(outcome: dict[str, Any]) -> set[tuple[str, str, int]]:
     return {(a["alert_id"], a["status"], a["event_time_ms"]) for a in outcome["alerts"]}
 
 
+def _told(outcome: dict[str, Any]) -> set[tuple[str, str, int]]:
+    return {(n["receiver"], n["alert_id"], n["at_ms"]) for n in outcome["notifications"]}
+
+
 def _lowered_topology(path: Path, tmp_path: Path) -> Path:
     data = yaml.safe_load(path.read_text())
     route = next(r for r in data["routes"] if r["rule"] == GAS_RULE)
@@ -193,6 +197,8 @@ async def test_replay_reproduces_the_live_run_and_shows_what_a_lower_set_point_w
         assert {w["source"] for w in archived["windows"]} == {"archive"}
         assert _events(archived) == _events(kafka) and archived["diff"]["identical"]
         assert archived["readings"] == kafka["readings"] > 0
+        # who would have been told what, and when, does not depend on the batches either
+        assert _told(archived) == _told(kafka)
 
         # -- 3. a lowered set point: the extra alarms the readings call for ---------------
         lowered = await _replay(env, *window, "--topology", str(_lowered_topology(path, tmp_path)))
