@@ -5,9 +5,10 @@ Kafka timestamps 150 ms after each reading's time, as a live gateway would, keye
 sensor (murmur2, 4 partitions). Then, per run: the window read back from Kafka
 (``offsets_for_times``, streams/replay/kafka_source.py), and the replay itself (decoder,
 detectors, routes, alarm board, alarm store, notifier with recording receivers, in its
-own Redis namespace), batched as the live worker batches and in fixed batches of 5,000.
+own Redis namespace), in fixed batches of 1,000 and of 5,000 (the default), and with
+``--live`` also batched as the live worker batched (one batch per budget window: slow).
 
-    .venv/bin/python loadtest/bench_replay.py [--readings 500000] [--runs 3] [--json OUT]
+    .venv/bin/python loadtest/bench_replay.py [--readings 500000] [--runs 3] [--live] [--json OUT]
 
 Needs the local stack (`cityops stack up`).
 """
@@ -94,7 +95,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         span_min = (last - start_ms) / 60_000
         print(f"produced {n_readings:,} readings in {n_messages:,} messages, {span_min:.0f} simulated minutes")
         results: dict[str, Any] = {"readings": n_readings, "messages": n_messages, "span_min": span_min}
-        for name, batch_size in (("live batching", None), ("batches of 5000", 5000)):
+        configurations: list[tuple[str, int | None]] = [("batches of 1000", 1000), ("batches of 5000", 5000)]
+        if args.live:
+            configurations.append(("live batching", None))
+        for name, batch_size in configurations:
             options = ReplayOptions(from_ms=start_ms, to_ms=last + 60_000, batch_size=batch_size, compare=False)
             runs = [await one_run(settings, topology, options) for _ in range(args.runs)]
             assert all(r["readings"] == n_readings for r in runs), runs
@@ -113,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readings", type=int, default=500_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--live", action="store_true", help="also batch as the live worker did")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results = asyncio.run(main_async(args))

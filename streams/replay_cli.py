@@ -214,7 +214,7 @@ def _print_diff(console: Console, outcome: ReplayOutcome) -> None:
         table.add_row("[red]lost[/red]", i.alarm_key, fmt(i.start_ms), "", "")
     for s in d.shifted:
         table.add_row("shifted", s.live.alarm_key, fmt(s.live.start_ms), fmt(s.replay.start_ms),
-                      f"{s.lead_ms / 1000:+,.0f} s")
+                      f"{s.lead_ms / 1000:+,.1f} s")
     console.print(table)
 
 

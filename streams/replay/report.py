@@ -299,6 +299,10 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
 th{background:#f3f3f3}h2{border-top:2px solid #1f4e79;padding-top:.6em}.muted{color:#777}"""
 
 
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in row) + "</tr>"
@@ -320,12 +324,12 @@ def _html(report: dict[str, Any], plots: Sequence[str]) -> str:
         verdict = "identical to the live alarms" if diff["identical"] else "different from the live alarms"
         parts.append(f"<p><b>Replay vs. live:</b> {verdict} ({diff['live_events']} live events, "
                      f"{diff['replay_events']} replayed).</p>")
-        rows = ([["gained", g["alarm_key"], "", g["start_ms"], ""] for g in diff["gained"]]
-                + [["lost", g["alarm_key"], g["start_ms"], "", ""] for g in diff["lost"]]
-                + [["shifted", s["alarm_key"], s["live_start_ms"], s["replay_start_ms"], f"{s['lead_ms'] / 1000:+.0f} s"]
-                   for s in diff["shifted"]])
+        rows = ([["gained", g["alarm_key"], "", _utc(g["start_ms"]), ""] for g in diff["gained"]]
+                + [["lost", g["alarm_key"], _utc(g["start_ms"]), "", ""] for g in diff["lost"]]
+                + [["shifted", s["alarm_key"], _utc(s["live_start_ms"]), _utc(s["replay_start_ms"]),
+                    f"{s['lead_ms'] / 1000:+.1f} s"] for s in diff["shifted"]])
         if rows:
-            parts.append(_table(["change", "alarm", "live start (ms)", "replay start (ms)", "lead time"], rows))
+            parts.append(_table(["change", "alarm", "live start", "replay start", "lead time (+: earlier)"], rows))
     parts.append("<h2>Notifications per department (recorded by the replay, not sent)</h2>")
     departments = report["notifications_by_department"]
     receivers = sorted({r for row in departments.values() for r in row})
