@@ -287,6 +287,15 @@ class NoSignal(StateBacked):
         """Each partition's readings against that partition's own clock: how fast another
         partition is consumed cannot make this one's sensors look silent. Also each
         partition's clock after the batch."""
+        # a sensor first heard in this batch is on the partition it is heard on from the batch's
+        # start: scanned one partition after another, it would otherwise be judged, until its
+        # first reading, on the partition its key hashes to with murmur2, which is not where a
+        # producer with another partitioner (librdkafka's CRC32) puts it
+        recorded = ints(self.state["partition"])
+        new = recorded[sensor] < 0
+        if new.any():
+            first_heard, at = np.unique(sensor[new], return_index=True)
+            recorded[first_heard] = part[new][at]
         found, clocks = [], []
         for q in heard.tolist():
             sel = np.flatnonzero(part == q)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import time
+from collections.abc import Coroutine
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -92,8 +94,9 @@ def replay(
 ) -> None:
     """Replay a past window; never notifies anyone, never touches live alarm state.
 
-    Exit 0; with a --topology other than the live one the diff lists alarms gained,
-    lost and shifted. Reads Kafka while it holds the window, else the readings archive.
+    Reads Kafka while it holds the window, else the readings archive, and compares the
+    result with the live alarms: identical with the live topology; with a changed
+    --topology, the alarms gained, lost and shifted (lead time). Ctrl-C leaves nothing.
     """
     from streams.replay.run import ReplayOptions, load, report_dir_ok
 
@@ -120,7 +123,11 @@ def replay(
     console = Console(stderr=True, highlight=False)
     with console.status("reading the window..."):
         windows = asyncio.run(load(settings, topo, options))
-    outcome = asyncio.run(_run_with_progress(settings, topo, live_topology, options, windows, console))
+    try:
+        outcome = asyncio.run(_stoppable(_run_with_progress(settings, topo, live_topology, options, windows, console)))
+    except _Terminated:
+        console.print("terminated; the replay's Redis keys are deleted" if not keep else "terminated")
+        raise typer.Exit(143) from None
     if report is not None:
         from streams.replay.report import write_report
 
@@ -130,6 +137,32 @@ def replay(
         typer.echo(json.dumps(_summary(outcome), ensure_ascii=False))
     else:
         _print(Console(highlight=False), outcome, options)
+
+
+class _Terminated(Exception):
+    pass
+
+
+async def _stoppable(work: Coroutine[Any, Any, ReplayOutcome]) -> ReplayOutcome:
+    """SIGTERM cancels the replay as Ctrl-C does, so its cleanup runs (its namespace is deleted)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if terminated:
+            raise _Terminated from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def _run_with_progress(settings: Settings, topo: Topology, live: Topology, options: ReplayOptions,

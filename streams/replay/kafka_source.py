@@ -18,9 +18,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.decode import RawMessage
+from streams.errors import CityOpsError
 from streams.kafka_clients import _release, start_client
 
 _FETCH_TIMEOUT_MS = 1000
+_STALL_MS = 30_000
 
 
 @dataclass(slots=True)
@@ -81,8 +83,15 @@ async def _read(consumer: AIOKafkaConsumer, bounds: dict[TopicPartition, tuple[i
     for tp, (start, _) in bounds.items():
         consumer.seek(tp, start)
     pending = dict(bounds)
+    stalled = 0
     while pending:
         batches = await consumer.getmany(*pending, timeout_ms=_FETCH_TIMEOUT_MS, max_records=50_000)
+        stalled = 0 if batches else stalled + 1
+        if stalled * _FETCH_TIMEOUT_MS >= _STALL_MS:
+            where = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in pending)
+            msg = (f"reading the window from Kafka: no records from {where} for {_STALL_MS // 1000} s before the "
+                   "window's last offset; is the broker healthy? (--source archive reads the readings archive)")
+            raise CityOpsError(msg)
         for tp, records in batches.items():
             stop = bounds[tp][1]
             messages = windows[tp.topic].messages

@@ -119,7 +119,10 @@ async def _run(session: ReplaySession, windows: list[KindWindow], options: Repla
     batching = {}
     for kind in session.pipelines:
         spec = session.topology.kind(kind).batch
-        batching[kind] = Batching(options.batch_size, spec.max_messages, spec.window_ms)
+        if options.speed is not None:  # paced: a batch per wall-clock second at most
+            batching[kind] = Batching(None, options.batch_size or spec.max_messages, 1000 * options.speed)
+        else:
+            batching[kind] = Batching(options.batch_size, spec.max_messages, spec.window_ms)
     for clock, kind, batch in merged(windows, batching):
         if options.speed is not None and clock >= options.from_ms:  # the warm-up runs at full speed
             if clock_start is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import signal
 import subprocess
 import sys
 import time
@@ -101,6 +101,32 @@ def _events(outcome: dict[str, Any]) -> set[tuple[str, str, int]]:
     return {(a["alert_id"], a["status"], a["event_time_ms"]) for a in outcome["alerts"]}
 
 
+async def _replay_namespaces(client: aioredis.Redis) -> set[str]:
+    return {key.decode().split(":")[1] async for key in client.scan_iter(match="cityops:replay-*", count=1000)}
+
+
+async def _interrupt_replay(env: dict[str, str], client: aioredis.Redis, window: list[str], how: signal.Signals,
+                            code: int) -> None:
+    """Stopped in the middle of a replay at real-time speed, the replay deletes its namespace."""
+    before = await _replay_namespaces(client)
+    proc = await asyncio.create_subprocess_exec(CITYOPS, "replay", *window, "--warmup", "0", "--speed", "1",
+                                                env=env, cwd=str(REPO), stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 90
+        while not (await _replay_namespaces(client)) - before:
+            assert proc.returncode is None, "the replay ended before it wrote its first alarm"
+            assert time.monotonic() < end, "the replay wrote no key within 90 s"
+            await asyncio.sleep(0.1)
+        proc.send_signal(how)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == code and b"Traceback" not in err, err.decode()[-2000:]
+    assert await _replay_namespaces(client) == before
+
+
 def _told(outcome: dict[str, Any]) -> set[tuple[str, str, int]]:
     return {(n["receiver"], n["alert_id"], n["at_ms"]) for n in outcome["notifications"]}
 
@@ -177,6 +203,7 @@ async def test_replay_reproduces_the_live_run_and_shows_what_a_lower_set_point_w
         acked_at = first_gas.event_time_ms + 45_000
         await AlarmStore(client, worker.env["CITYOPS_NAMESPACE"]).acknowledge(first_gas.alarm_key, "duty-li", acked_at)
         received_before = len(receiver.received)
+        namespaces_before = await _replay_namespaces(client)
         live_keys = await _snapshot(client, worker.env["CITYOPS_NAMESPACE"])
         window = ["--from", str(_iso(from_ms)), "--to", str(_iso(to_ms))]
 
@@ -190,6 +217,10 @@ async def test_replay_reproduces_the_live_run_and_shows_what_a_lower_set_point_w
         assert sum(n["receiver"] == "emergency_cap" for n in kafka["notifications"]) == len(receiver.caps())
 
         _check_report(tmp_path / "report", kafka, first_gas, acked_at, root)
+
+        # -- Ctrl-C in the middle of a replay at real-time speed leaves no replay key ---------
+        await _interrupt_replay(env, client, window, signal.SIGINT, 130)  # Ctrl-C
+        await _interrupt_replay(env, client, window, signal.SIGTERM, 143)  # kill, systemd, a CI timeout
 
         # -- 2. from the archive, after Kafka lost the window -------------------------------
         await _truncate(stack_cfg.bootstrap, topology_topics)
@@ -229,7 +260,7 @@ async def test_replay_reproduces_the_live_run_and_shows_what_a_lower_set_point_w
         # -- nobody was told, nothing live was touched, nothing was left behind ----------------
         assert len(receiver.received) == received_before
         assert await _snapshot(client, worker.env["CITYOPS_NAMESPACE"]) == live_keys
-        assert [key async for key in client.scan_iter(match="cityops:replay-*", count=1000)] == []
+        assert await _replay_namespaces(client) == namespaces_before
 
         # -- 4. a year-old recording with the default topology --------------------------------
         now_ms = int(time.time() * 1000)
