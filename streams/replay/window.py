@@ -168,8 +168,9 @@ def _choose(root: Path, topology: Topology, kind: str, kafka: TopicWindow | None
     if kafka is not None and kafka.exists and (kafka.complete or source == "kafka" or not in_archive):
         window = KindWindow(kind, "kafka", clock, kafka.messages)
         if not kafka.complete:
-            window.notes.append(f"{kafka.topic}: Kafka no longer holds the start of the window (retention) and "
-                                "the readings archive has no data for this kind; the replay starts where Kafka does")
+            why = "--source kafka" if in_archive else "the readings archive has no data for this kind"
+            window.notes.append(f"{kafka.topic}: Kafka no longer holds the start of the window (retention), and {why}: "
+                                "the replay starts where Kafka does")
         return window
     if source == "kafka":
         return None
