@@ -7,6 +7,7 @@ sensor (murmur2, 4 partitions). Then, per run: the window read back from Kafka
 detectors, routes, alarm board, alarm store, notifier with recording receivers, in its
 own Redis namespace), in fixed batches of 1,000 and of 5,000 (the default), and with
 ``--live`` also batched as the live worker batched (one batch per budget window: slow).
+Last, the same window written to a readings archive and replayed from it.
 
     .venv/bin/python loadtest/bench_replay.py [--readings 500000] [--runs 3] [--live] [--json OUT]
 
@@ -31,6 +32,8 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streams.archive.consumer import Archiver, archive_root  # noqa: E402
+from streams.archive.store import ArchiveStore  # noqa: E402
 from streams.replay.run import ReplayOptions, load, run_replay  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.sim.engine import SimOptions, generate  # noqa: E402
@@ -110,6 +113,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                   f"end to end {total:,.0f} readings/s; {runs[0]['alerts']} alarm events, "
                   f"{runs[0]['notifications']} notifications recorded")
             results[name] = {"read_per_s": read, "replay_per_s": replay, "total_per_s": total, "runs": runs}
+        # the same window from the readings archive (as after Kafka's retention): Parquet -> messages
+        archive_dir = Path(tmp) / "data"
+        windows = await load(settings, topology, ReplayOptions(from_ms=start_ms, to_ms=last + 60_000, compare=False))
+        archiver = Archiver(topology, ArchiveStore(archive_root(Settings.from_env(data_dir=archive_dir), topology)))
+        for window in windows:
+            for msg in window.messages:
+                archiver.add(msg)
+        archiver.flush()
+        from_archive = Settings.from_env(data_dir=archive_dir)
+        options = ReplayOptions(from_ms=start_ms, to_ms=last + 60_000, source="archive", compare=False)
+        runs = [await one_run(from_archive, topology, options) for _ in range(args.runs)]
+        assert all(r["readings"] == n_readings for r in runs), runs
+        read = statistics.median(n_readings / r["read_s"] for r in runs)
+        total = statistics.median(n_readings / (r["read_s"] + r["replay_s"]) for r in runs)
+        print(f"{'from the archive':>16}: read {read:,.0f} readings/s, end to end {total:,.0f} readings/s "
+              f"(batches of 5000); {runs[0]['alerts']} alarm events")
+        results["from the archive"] = {"read_per_s": read, "total_per_s": total, "runs": runs}
     return results
 
 

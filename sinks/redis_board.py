@@ -96,3 +96,11 @@ class RedisAlarmBoard:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+async def delete_namespace(client: aioredis.Redis, namespace: str) -> int:
+    """Remove every ``cityops:<namespace>:*`` key (a demo's, a replay's); how many there were."""
+    keys = [key async for key in client.scan_iter(match=f"cityops:{namespace}:*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await client.unlink(*keys[start:start + 1000])
+    return len(keys)

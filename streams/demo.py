@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sinks.base import Alert
+from sinks.redis_board import delete_namespace
 from streams.demo_receiver import DemoReceiver
 from streams.errors import CityOpsError
 from streams.kafka_clients import start_client
@@ -69,10 +70,7 @@ DEMO_NAMESPACE = "demo"
 async def _clear_namespace(redis_url: str, namespace: str) -> int:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        keys = [key async for key in client.scan_iter(match=f"cityops:{namespace}:*", count=1000)]
-        for start in range(0, len(keys), 1000):
-            await client.unlink(*keys[start:start + 1000])
-        return len(keys)
+        return await delete_namespace(client, namespace)
     finally:
         await client.aclose()
 

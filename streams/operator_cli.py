@@ -21,11 +21,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from streams.errors import CityOpsError, ConfigError
+from streams.timeparse import parse_duration
 
 TOKEN_ENV = "CITYOPS_OPERATOR_TOKEN"
 API_PREFIX = "/api/v1"
 TIMEOUT_S = 10.0
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MATCHER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(=~|!~|!=|=)(.*)$", re.DOTALL)
 _OPS = {"=": (True, False), "!=": (False, False), "=~": (True, True), "!~": (False, True)}  # (is_equal, is_regex)
 
@@ -98,17 +98,6 @@ def _client(url: str | None) -> OperatorClient:
 
 def _key(key: str) -> str:
     return urllib.parse.quote(key, safe="")
-
-
-def parse_duration(text: str) -> int:
-    """``90s``, ``30m``, ``2h``, ``1d``, ``1h30m`` -> milliseconds (> 0)."""
-    parts = re.findall(r"(\d+)([smhdw])", text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise ConfigError(f"--duration {text!r}: expected e.g. 30m, 2h, 1d or 1h30m")
-    ms = sum(int(n) * _DURATION_UNITS[u] for n, u in parts) * 1000
-    if ms <= 0:
-        raise ConfigError(f"--duration {text!r}: must be longer than zero")
-    return ms
 
 
 def parse_matcher(text: str) -> dict[str, Any]:

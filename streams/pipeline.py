@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from streams.decode import KindDecoder, RawMessage
 from streams.idle import IdlePartitions, idle_after_s
 from streams.latest import LatestValues
 from streams.topology import Topology
+from streams.timeparse import parse_offset
 from streams.topology_spec import RouteSpec
 
 
@@ -65,7 +66,7 @@ class KindPipeline:
         self.routes: list[_Route] = []
         self.partitions = IdlePartitions(idle_after_s(self._kind_spec.expected_period_s))
         self.reset_state()
-        self._tz = _parse_offset(spec.timezone)
+        self._tz = parse_offset(spec.timezone)
 
     def reset_state(self) -> None:
         """Fresh detectors and routes (before a restore from a checkpoint)."""
@@ -230,12 +231,6 @@ def _summary(route: RouteSpec, fields: dict[str, object]) -> str:
         text = f"{route.rule} at {fields['site_id']}"
     word = {"firing": "", "updated": " (level changed)", "resolved": " (cleared)"}[str(fields["status"])]
     return f"[{fields['severity']}] {text}{word}"
-
-
-def _parse_offset(text: str) -> timezone:
-    sign = -1 if text.startswith("-") else 1
-    hours, _, minutes = text.lstrip("+-").partition(":")
-    return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes or 0)))
 
 
 def wall_clock_ms() -> int:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import time
 from collections.abc import Coroutine
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -21,6 +20,7 @@ from rich.table import Table
 
 from streams.errors import CityOpsError
 from streams.settings import Settings
+from streams.timeparse import parse_duration, parse_time
 from streams.topology import Topology, load_topology
 
 if TYPE_CHECKING:  # imported lazily at run time: pyarrow and duckdb are slow to load
@@ -29,20 +29,6 @@ if TYPE_CHECKING:  # imported lazily at run time: pyarrow and duckdb are slow to
 
 TopologyOpt = Annotated[Optional[Path], typer.Option(
     "--topology", "-t", help="topology to replay with (default: the live one, CITYOPS_TOPOLOGY or topology.yaml)")]
-
-
-def parse_time(text: str, option: str, offset: str) -> int:
-    """ISO 8601 (a time without an offset is in the city's ``timezone``) -> epoch ms."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise CityOpsError(f"{option} {text!r}: not an ISO 8601 time; e.g. 2026-12-07T14:00 or "
-                           "2026-12-07T06:00:00Z") from None
-    if moment.tzinfo is None:
-        sign = -1 if offset.startswith("-") else 1
-        hours, minutes = int(offset[1:3]), int(offset[4:6])
-        moment = moment.replace(tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
-    return int(moment.timestamp() * 1000)
 
 
 def parse_speed(text: str) -> float | None:
@@ -55,17 +41,6 @@ def parse_speed(text: str) -> float | None:
     if not speed > 0:
         raise CityOpsError(f"--speed {text!r}: give max, or how many times faster than real time (e.g. 60)")
     return speed
-
-
-def parse_duration(text: str, option: str) -> int:
-    """'90', '90s', '15m', '1h', '2d' -> ms."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if match is None:
-        raise CityOpsError(f"{option} {text!r}: give a duration such as 0, 90s, 15m, 1h or 2d")
-    return int(float(match[1]) * _UNIT_MS[match[2] or "s"])
-
-
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def _split(text: str | None) -> tuple[str, ...]:
@@ -117,7 +92,7 @@ def replay(
         report_dir_ok(report)
     options = ReplayOptions(
         from_ms=parse_time(from_, "--from", offset), to_ms=parse_time(to, "--to", offset),
-        warmup_ms=parse_duration(warmup, "--warmup"), kinds=_split(kinds),
+        warmup_ms=parse_duration(warmup, "--warmup", allow_zero=True), kinds=_split(kinds),
         sensors=wanted, speed=parse_speed(speed), source=source, clock=clock,  # type: ignore[arg-type]
         batch_size=batch_size or None, keep=keep)
     console = Console(stderr=True, highlight=False)
@@ -212,7 +187,7 @@ def _print(console: Console, outcome: ReplayOutcome, options: ReplayOptions) -> 
             console.print(f"[yellow]{w.kind}: {note}[/yellow]")
     console.print(f"{record.n_readings:,} readings in {outcome.seconds:.1f} s ({outcome.readings_per_s:,.0f} readings/s); "
                   f"{record.n_dead:,} dead letters {record.dead_by_reason or ''}")
-    timed = sum(n for reason, n in (record.dead_by_reason or {}).items() if reason in ("ts_past", "ts_future"))
+    timed = sum(n for reason, n in record.dead_by_reason.items() if reason in ("ts_past", "ts_future"))
     if timed and timed * 2 > record.n_readings + record.n_dead:
         console.print("[yellow]most readings were rejected for their time, as the live worker rejected them: this "
                       "window holds a recording; replay it by reading time with --clock event[/yellow]")

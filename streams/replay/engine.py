@@ -1,32 +1,27 @@
-"""Messages -> alarms through the worker's own pipeline, with the replay's clock.
-
-The clock of a batch is its newest Kafka timestamp (when the live worker received it,
-give or take its batching), not the wall clock: age limits, idle partitions and
-everything else that asks "what time is it" see the time of the recording, so data a
-year old is judged as it was then.
-"""
+"""Messages -> alarm events through a fresh pipeline alone (no Redis): the replay's
+clock and batches (streams/replay/window.py) without its alarm store and notifier, for
+checking that a recording gives the live alarm events."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
 from sinks.base import Alert
+from streams.archive.rows import archive_decoders
 from streams.decode import RawMessage
 from streams.pipeline import KindPipeline
+from streams.replay.window import Batching, KindWindow, batches, event_times
 from streams.topology import Topology
 
 
-def replay_clock(batch: Sequence[RawMessage]) -> int:
-    return max((m.timestamp_ms for m in batch), default=-1)
-
-
 def replay_kind(topology: Topology, kind: str, messages: Sequence[RawMessage], batch_size: int = 1000) -> list[Alert]:
-    """Every alarm event of ``messages`` (in Kafka order) from a fresh pipeline."""
+    """Every alarm event of ``messages`` (in Kafka order), on the Kafka clock."""
+    window = KindWindow(kind, "kafka", "kafka", list(messages))
+    event_times(archive_decoders(topology)[kind], window)
     pipeline = KindPipeline(topology, kind)
     alerts: list[Alert] = []
-    for start in range(0, len(messages), batch_size):
-        batch = messages[start:start + batch_size]
-        alerts.extend(pipeline.process(batch, replay_clock(batch)).alerts)
+    for clock, batch in batches(window, Batching(batch_size)):
+        alerts.extend(pipeline.process(batch, clock).alerts)
     return alerts
 
 

@@ -16,7 +16,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from streams.archive.rows import archive_decoders
 from streams.replay.diff import Incident, incidents, within
 from streams.replay.run import ReplayOptions, ReplayOutcome
 from streams.settings import Settings
+from streams.timeparse import parse_offset
 from streams.topology import Topology
 
 _COLOURS = {"critical": "#c0392b", "major": "#e67e22", "minor": "#d4ac0d", "warning": "#2e86c1"}
@@ -181,15 +182,9 @@ async def _live_alarms(settings: Settings, keys: Sequence[str]) -> dict[str, Ala
         await client.aclose()
 
 
-def _offset(topology: Topology) -> timezone:
-    text = topology.spec.timezone
-    sign = -1 if text.startswith("-") else 1
-    return timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6])))
-
-
 async def write_report(directory: Path, settings: Settings, topology: Topology, options: ReplayOptions,
                        outcome: ReplayOutcome) -> Path:
-    tz = _offset(topology)
+    tz = parse_offset(topology.spec.timezone)
     found = incidents(outcome.alerts)
     catalog = {s.sensor_id: s for s in topology.catalog.sensors}
     involved = {i.sensor_id for i in found}
@@ -229,7 +224,7 @@ async def write_report(directory: Path, settings: Settings, topology: Topology, 
 
 def _incident_facts(incident: Incident, options: ReplayOptions, outcome: ReplayOutcome, readings: dict[tuple[str, str], Series],
                     catalog: dict[str, Any], live: dict[str, Alarm], topology: Topology) -> dict[str, Any]:
-    tz = _offset(topology)
+    tz = parse_offset(topology.spec.timezone)
     events = [a for a in outcome.alerts if a.alarm_key == incident.alarm_key
               and incident.start_ms <= a.event_time_ms <= (incident.end_ms or 2**62)]
     firing = events[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -139,5 +140,12 @@ async def _run(session: ReplaySession, windows: list[KindWindow], options: Repla
 
 
 def report_dir_ok(path: Path) -> None:
+    """Fail before the replay, not after it, when the report cannot be written."""
     if path.exists() and not path.is_dir():
         raise CityOpsError(f"--report {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CityOpsError(f"--report {path}: cannot create it ({exc.strerror}); give a writable directory") from None
+    if not os.access(path, os.W_OK):
+        raise CityOpsError(f"--report {path}: not writable; give a writable directory")

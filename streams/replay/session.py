@@ -14,7 +14,7 @@ namespace) and repeats, which depend on when people acknowledged.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import redis.asyncio as aioredis
 
@@ -22,7 +22,7 @@ from sinks.alarm_store import AlarmChange, AlarmStore
 from sinks.base import Alert
 from sinks.noise import InhibitRule
 from sinks.notifier import Notifier, Route
-from sinks.redis_board import RedisAlarmBoard
+from sinks.redis_board import RedisAlarmBoard, delete_namespace
 from sinks.silences import SilenceCache, SilenceStore
 from streams.decode import RawMessage
 from streams.pipeline import BatchResult, KindPipeline
@@ -84,7 +84,7 @@ class ReplayRecord:
     n_messages: int = 0
     n_readings: int = 0
     n_dead: int = 0
-    dead_by_reason: dict[str, int] | None = None
+    dead_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class ReplaySession:
@@ -93,7 +93,7 @@ class ReplaySession:
         self.topology, self.redis, self.namespace = topology, client, namespace
         self.arrival = arrival or {}
         self.clock_ms = 0
-        self.record = ReplayRecord([], [], [], dead_by_reason={})
+        self.record = ReplayRecord([], [], [])
         self.pipelines = {kind: KindPipeline(topology, kind) for kind in topology.spec.kinds}
         self.board = RedisAlarmBoard(client, namespace)
         self.store = AlarmStore(client, namespace, clock_ms=self._clock)
@@ -129,14 +129,10 @@ class ReplaySession:
         record.n_messages += result.n_messages
         record.n_readings += result.n_readings
         record.n_dead += len(result.dead)
-        assert record.dead_by_reason is not None
         for dead in result.dead:
             record.dead_by_reason[dead.reason] = record.dead_by_reason.get(dead.reason, 0) + 1
         return result
 
     async def delete(self) -> int:
         """Remove every key of the replay's namespace; how many there were."""
-        keys = [key async for key in self.redis.scan_iter(match=f"cityops:{self.namespace}:*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await self.redis.unlink(*keys[start:start + 500])
-        return len(keys)
+        return await delete_namespace(self.redis, self.namespace)

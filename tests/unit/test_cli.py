@@ -56,6 +56,9 @@ def test_bad_option_value_is_rejected_by_the_parser() -> None:
         (("--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00", "--sensors", "DG-XX-1"), "--sensors DG-XX-1"),
         (("--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00", "--source", "s3"), "--source 's3'"),
         (("--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00", "--report", "README.md"), "--report README.md"),
+        (("--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00", "--report", "/proc/cityops-report"),
+         "--report /proc/cityops-report: cannot create it"),
+        (("--from", "2026-12-07T10:00", "--to", "2026-12-07T11:00", "--warmup", "an hour"), "--warmup 'an hour'"),
     ],
 )
 def test_replay_mistakes_name_the_option(args: tuple[str, ...], named: str) -> None:

@@ -10,7 +10,8 @@ from sinks.base import Alert, Status
 from streams.decode import RawMessage
 from streams.replay.diff import diff, incidents, within
 from streams.replay.window import Batching, KindWindow, batches, merged
-from streams.replay_cli import parse_duration, parse_speed, parse_time
+from streams.replay_cli import parse_speed
+from streams.timeparse import parse_duration, parse_time
 from streams.errors import CityOpsError
 
 T0 = 1_800_000_000_000
@@ -101,7 +102,8 @@ def test_speed_is_max_or_a_positive_multiple() -> None:
 
 
 def test_durations_take_a_unit_and_bad_ones_name_the_option() -> None:
-    assert [parse_duration(t, "--warmup") for t in ("0", "90", "90s", "15m", "1h", "2d")] == [
-        0, 90_000, 90_000, 900_000, 3_600_000, 172_800_000]
-    with pytest.raises(CityOpsError, match="--warmup 'an hour'"):
-        parse_duration("an hour", "--warmup")
+    assert [parse_duration(t, "--warmup", allow_zero=True) for t in ("0", "90s", "15m", "1h", "2d", "1h30m")] == [
+        0, 90_000, 900_000, 3_600_000, 172_800_000, 5_400_000]
+    for bad in ("an hour", "90"):
+        with pytest.raises(CityOpsError, match=f"--warmup '{bad}'"):
+            parse_duration(bad, "--warmup", allow_zero=True)
