@@ -72,6 +72,12 @@ def check_below_one(name: str, value: float, *, allow_zero: bool = False) -> Non
         raise _out_of_range(name, value, valid)
 
 
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """``value`` is one of ``choices`` (a mode named in topology.yaml)."""
+    if value not in choices:
+        raise _out_of_range(name, value, f"one of {list(choices)}")
+
+
 def check_quantity(quantity: str, quantities: tuple[str, ...]) -> int:
     """The quantity's index in the kind's catalog."""
     if quantity not in quantities:

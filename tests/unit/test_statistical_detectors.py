@@ -67,6 +67,24 @@ def test_cusum_is_two_sided() -> None:
     assert cusum[350:].max() > 3 * cusum[100:300].max()
 
 
+def test_cusum_side_up_ignores_the_return_to_normal_after_a_rise() -> None:
+    """After a leak of a few minutes (detectors in alarm report every second) the slow mean
+    sits above clean air: the downward sum climbs while the readings are back at normal,
+    which a rise-only route must not see."""
+    clean = 1.0 + 0.3 * noise(300, 5)
+    leak = np.r_[np.linspace(1.0, 12.0, 6), 12.0 + 0.5 * noise(200, 6), np.linspace(12.0, 1.0, 6)]
+    values = np.r_[clean, leak, 1.0 + 0.3 * noise(300, 7)]
+    after = slice(300 + leak.shape[0], None)
+    up = run(TwoSidedCusum(CTX, quantity="value", min_sd=1.0, side="up"), values)
+    down = run(TwoSidedCusum(CTX, quantity="value", min_sd=1.0, side="down"), values)
+    both = run(TwoSidedCusum(CTX, quantity="value", min_sd=1.0), values)
+    assert up[300:300 + leak.shape[0]].max() > 30  # the rise itself
+    assert np.all(np.diff(up[after]) <= 0.0)  # clean air after it adds nothing: the sum only drains
+    assert up[-60:].max() == 0.0
+    assert down[after].max() > 30  # the downward sum is what a two-sided score reports
+    np.testing.assert_array_equal(both, np.maximum(up, down))
+
+
 def test_robust_z_ignores_a_single_outlier_in_its_baseline() -> None:
     base = 10.0 + 0.1 * noise(40, 5)
     values = np.r_[base[:20], 1e6, base[20:], 10.5]  # outlier inside the window, then a 5-sigma-ish reading
@@ -280,6 +298,7 @@ def test_gaussian_nines_approximates_the_exact_tail() -> None:
         (EwmaZScore, {"warmup": 1}, "warmup"),
         (TwoSidedCusum, {"k": -1.0}, "k"),
         (TwoSidedCusum, {"alpha": 1.5}, "alpha"),
+        (TwoSidedCusum, {"side": "above"}, "side"),
         (RateOfChange, {"alpha": 1.0}, "alpha"),
         (RobustZScore, {"window": 2}, "window"),
         (SeasonalBaseline, {"weekly": "yes"}, "weekly"),
