@@ -17,6 +17,8 @@ Variants (docs/benchmarks.md, "NAB variants tried"):
   even when another member set a higher peak;
 * ``shift_x3``, ``shift_x9``: the level-shift term standardised more strictly, towards
   the EWMA control chart's sigma * sqrt(l / (2 - l)) (x9 is that factor for l = 0.2);
+* ``medium_A_xF``: a fourth |z|, an EWMA of weight A against the slow mean/variance (a
+  level raised for a day in a noisy series: CRM, GOOG), times F in z^2;
 * ``knn_L_W``: a kNN-distance novelty member: the distance of the last L readings (scaled
   by the running min/max) to the nearest of the W windows before them, calibrated like
   the other members and added to their max (a slow per-reading loop: a prototype).
@@ -131,6 +133,30 @@ def shift_scaled(factor: float) -> type[ens.Ensemble]:
     return ShiftScaled
 
 
+def medium_shift(alpha: float, factor: float) -> type[ens.Ensemble]:
+    """A fourth |z|: an EWMA of weight ``alpha`` (between the short and the slow one) against
+    the slow mean and variance, times ``factor`` in z^2."""
+    class MediumShift(ens.Ensemble):
+        def _raw_score(self, g: Any, t: Any, b: Any, x: FloatArray) -> FloatArray:
+            sensor = self._scratch.index_now
+            if not hasattr(self, "medium"):
+                self.medium = np.zeros(1 + int(sensor.max()))
+            slow_mean, slow_var, n = g["slow_mean"].copy(), g["slow_var"].copy(), g["n"]
+            medium = self.medium[sensor]
+            medium += np.maximum(1.0 / n, alpha) * (x - medium)
+            self.medium[sensor] = medium
+            floor = (x * ens.REL_FLOOR) ** 2 + ens.ABS_FLOOR**2
+            z2 = factor * (medium - slow_mean) ** 2 / (slow_var + floor) * (n > 2.0)
+            raw = super()._raw_score(g, t, b, x)
+            raw[:] = np.log1p(np.sqrt(np.maximum(np.expm1(raw) ** 2, z2)))
+            return raw
+
+        def step(self, sensor: Any, event_ms: Any, value: FloatArray) -> FloatArray:
+            self._scratch.index_now = sensor  # type: ignore[attr-defined]
+            return super().step(sensor, event_ms, value)
+    return MediumShift
+
+
 def knn_distance(v: FloatArray, length: int, window: int) -> FloatArray:
     """Causal kNN distance of each reading's last ``length`` readings (see the docstring)."""
     out = np.zeros(v.shape[0])
@@ -179,6 +205,8 @@ def variants() -> dict[str, tuple[type[ens.Ensemble], Transform | None, tuple[in
         "shift_x3": (shift_scaled(3.0), None, None),
         "shift_x9": (shift_scaled(9.0), None, None),
     }
+    for alpha, factor in ((0.02, 1.0), (0.02, 10.0), (0.05, 3.0)):
+        out[f"medium_{alpha:g}_x{factor:g}"] = (medium_shift(alpha, factor), None, None)
     for length, window in ((8, 500), (4, 2000), (16, 1000)):
         out[f"knn_{length}_{window}"] = (KnnMember, None, (length, window))
     return out
