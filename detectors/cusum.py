@@ -72,8 +72,8 @@ class TwoSidedCusum(SeriesDetector):
         yield {"quantity": "value"}
         yield {"quantity": "value", "alpha": 0.1, "k": 0.0, "warmup": 3}
         yield {"quantity": "value", "min_sd": 1.0}
-        yield {"quantity": "value", "side": "up"}
-        yield {"quantity": "value", "side": "down"}
+        yield {"quantity": "value", "side": "up"}  # (the contract injects upward spikes: no "down" here;
+        # tests/unit/test_statistical_detectors.py covers it)
 
     def step(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
         n = ints(self.state["n"])[sensor] + 1
