@@ -111,7 +111,7 @@ def score(scenario: Scenario, onsets: list[Onset]) -> dict[str, Any]:
     by_rule: dict[str, int] = defaultdict(int)
     for o in false:
         by_rule[o.rule] += 1
-    # a first alarm that starts after its incident is over (in the grace period) counts as
+    # an alarm that starts after its incident is over (in the grace period) counts as
     # explained, which can hide a false alarm caused by the incident (a baseline that absorbed
     # it); they are listed so that they are looked at
     late_by: dict[str, int] = defaultdict(int)
