@@ -138,7 +138,7 @@ def medium_shift(alpha: float, factor: float) -> type[ens.Ensemble]:
     the slow mean and variance, times ``factor`` in z^2."""
     class MediumShift(ens.Ensemble):
         def _raw_score(self, g: Any, t: Any, b: Any, x: FloatArray) -> FloatArray:
-            sensor = self._scratch.index_now
+            sensor = self.sensor_now
             if not hasattr(self, "medium"):
                 self.medium = np.zeros(1 + int(sensor.max()))
             slow_mean, slow_var, n = g["slow_mean"].copy(), g["slow_var"].copy(), g["n"]
@@ -152,7 +152,7 @@ def medium_shift(alpha: float, factor: float) -> type[ens.Ensemble]:
             return raw
 
         def step(self, sensor: Any, event_ms: Any, value: FloatArray) -> FloatArray:
-            self._scratch.index_now = sensor  # type: ignore[attr-defined]
+            self.sensor_now = sensor  # the readings' sensors, for _raw_score
             return super().step(sensor, event_ms, value)
     return MediumShift
 
