@@ -10,11 +10,15 @@ same gateway array, are still processed.
 
 from __future__ import annotations
 
+import enum
+import gc
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from operator import attrgetter
 from typing import Annotated, Any, Literal
 
@@ -47,6 +51,54 @@ class RawMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class RawBatch:
+    """One fetch of Kafka records as columns: bodies and keys in arrival order, with
+    their coordinates as numpy arrays. The hot path never builds a per-record object;
+    ``message(i)`` makes one only for a record that is dead-lettered."""
+
+    values: list[bytes]
+    keys: list[bytes | None]
+    topics: list[str]
+    partitions: np.ndarray  # (n,) int32
+    offsets: np.ndarray  # (n,) int64
+    timestamps_ms: np.ndarray  # (n,) int64, -1 = unknown
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def message(self, i: int) -> RawMessage:
+        return RawMessage(self.values[i], self.keys[i], self.topics[i], int(self.partitions[i]), int(self.offsets[i]),
+                          int(self.timestamps_ms[i]))
+
+    @classmethod
+    def of(cls, messages: RawBatch | Sequence[RawMessage]) -> RawBatch:
+        """A batch as it is, or one built from RawMessages (tests, replays, the archive)."""
+        if isinstance(messages, RawBatch):
+            return messages
+        n = len(messages)
+        return cls(
+            [m.value for m in messages], [m.key for m in messages], [m.topic for m in messages],
+            np.fromiter((m.partition for m in messages), np.int32, count=n),
+            np.fromiter((m.offset for m in messages), np.int64, count=n),
+            np.fromiter((m.timestamp_ms for m in messages), np.int64, count=n),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[RawBatch]) -> RawBatch:
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            [v for p in parts for v in p.values], [k for p in parts for k in p.keys], [t for p in parts for t in p.topics],
+            _concat([p.partitions for p in parts], np.int32), _concat([p.offsets for p in parts], np.int64),
+            _concat([p.timestamps_ms for p in parts], np.int64),
+        )
+
+
+def _concat(arrays: Sequence[np.ndarray], dtype: type[np.generic]) -> np.ndarray:
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype)
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedReadings:
     """One row per reading that parsed, in arrival order, plus the messages that did not."""
 
@@ -54,13 +106,20 @@ class ParsedReadings:
     event_ms: np.ndarray  # (n,) int64
     sensor_ids: list[str]
     flags: list[str]  # HJ 212 flag letters
-    origins: list[tuple[RawMessage, int | None]]  # per row: its message, its index in a gateway array
+    source: RawBatch  # the records the rows came from
+    message_row: np.ndarray  # (n,) int32: per row, its record's position in `source`
+    array_pos: np.ndarray  # (n,) int32: per row, its index in a gateway array, -1 for a single reading
     reason: np.ndarray  # (n,) object: "" = valid, else a dead-letter reason code
     detail: list[str]
     dead: list[DeadLetter]  # messages (or array elements) that did not parse
 
     def __len__(self) -> int:
         return len(self.sensor_ids)
+
+    def origin(self, row: int) -> tuple[RawMessage, int | None]:
+        """Row ``row``'s record and its index in a gateway array (None: a single reading)."""
+        pos = int(self.array_pos[row])
+        return self.source.message(int(self.message_row[row])), (pos if pos >= 0 else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +128,27 @@ class DecodedBatch:
     dead: list[DeadLetter]
     n_readings: int  # valid readings in `batch`
     n_unknown_sensors: int  # readings from sensors not in the catalog (processed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """What the batch decode found: readings, and per reading its record and array index."""
+
+    readings: list[Any]
+    message_row: np.ndarray
+    array_pos: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _Decoded:
+        return cls([], np.zeros(0, np.int32), np.zeros(0, np.int32))
+
+
+class _Shape(enum.Enum):
+    """How a batch's records are shaped; the decoder tries the last shape seen first."""
+
+    SINGLE = "one reading per record"
+    ARRAYS = "gateway arrays"
+    MIXED = "both"
 
 
 class KindDecoder:
@@ -81,56 +161,106 @@ class KindDecoder:
         self._hi = np.array([q.max for q in spec.quantities.values()])
         self._limits = limits
         self._foreign = foreign_sensors  # sensor_id -> kind, for catalog sensors of *other* kinds
+        # gc=False: readings hold no reference cycles, and untracked structs spare the
+        # collector from walking a batch's thousands of objects
         values = msgspec.defstruct(
             f"{kind.capitalize()}Values",
             [(q, float, math.nan) for q in self.quantities],
-            forbid_unknown_fields=True,
+            forbid_unknown_fields=True, gc=False,
         )
         reading = msgspec.defstruct(
             f"{kind.capitalize()}Reading",
-            [("sensor_id", SensorId), ("ts", EventTime), ("values", values), ("flag", Flag, "N")],
+            [("sensor_id", SensorId), ("ts", EventTime), ("values", values), ("flag", Flag, "N")], gc=False,
         )
-        self._batch_decoder = msgspec.json.Decoder(list[reading | list[reading]])  # type: ignore[valid-type]
+        self._decoders: dict[_Shape, msgspec.json.Decoder[Any]] = {
+            _Shape.SINGLE: msgspec.json.Decoder(list[reading]),  # type: ignore[valid-type]
+            _Shape.ARRAYS: msgspec.json.Decoder(list[list[reading]]),  # type: ignore[valid-type]
+            _Shape.MIXED: msgspec.json.Decoder(list[reading | list[reading]]),  # type: ignore[valid-type]
+        }
+        self._shape = _Shape.SINGLE
         self._one_decoder = msgspec.json.Decoder(reading | list[msgspec.Raw])
         self._raw_decoder = msgspec.json.Decoder(reading)
         self._value_getters = [attrgetter(q) for q in self.quantities]
 
-    def decode(self, messages: Sequence[RawMessage], index: SensorIndex, now_ms: int) -> DecodedBatch:
+    def decode(self, messages: RawBatch | Sequence[RawMessage], index: SensorIndex, now_ms: int) -> DecodedBatch:
         return self._to_batch(self.parse(messages, now_ms), index)
 
-    def _oversize(self, msg: RawMessage, dead: list[DeadLetter]) -> bool:
-        """Dead-letter messages too large (or empty) to decode; True if it did."""
-        if not msg.value.strip():
-            dead.append(DeadLetter.of(msg, Reason.EMPTY, "the message has no body (null value or whitespace)"))
-            return True
+    def _sized_rows(self, batch: RawBatch, dead: list[DeadLetter]) -> np.ndarray:
+        """Positions of the records small enough to decode; the others are dead-lettered
+        (an empty body here; a whitespace-only one fails the batch decode)."""
         limit = self._limits.max_message_bytes
-        if len(msg.value) <= limit:
-            return False
-        dead.append(DeadLetter.of(msg, Reason.OVERSIZE, f"{len(msg.value)} bytes > input.max_message_bytes {limit}"))
-        return True
+        lengths = np.fromiter(map(len, batch.values), np.int64, count=len(batch))
+        bad = (lengths == 0) | (lengths > limit)
+        if not bad.any():
+            return np.arange(len(batch), dtype=np.int32)
+        for i in np.flatnonzero(bad).tolist():
+            msg = batch.message(i)
+            if lengths[i] == 0:
+                dead.append(DeadLetter.of(msg, Reason.EMPTY, "the message has no body (null value or whitespace)"))
+            else:
+                dead.append(DeadLetter.of(msg, Reason.OVERSIZE, f"{lengths[i]} bytes > input.max_message_bytes {limit}"))
+        return np.flatnonzero(~bad).astype(np.int32)
 
-    def _decode_all(self, messages: Sequence[RawMessage], dead: list[DeadLetter]) -> tuple[list[Any], list[tuple[RawMessage, int | None]]]:
-        """Readings plus, per reading, (its message, its index in a gateway array)."""
-        if not messages:
-            return [], []
-        try:
-            decoded = self._batch_decoder.decode(b"[" + b",".join(m.value for m in messages) + b"]")
-        except DECODE_ERRORS:
-            decoded = None  # at least one bad message: find it the slow way
+    def _decode_all(self, batch: RawBatch, rows: np.ndarray, dead: list[DeadLetter]) -> _Decoded:
+        """One msgspec call for the whole batch when every record is valid; else one
+        record at a time, to dead-letter exactly the bad ones."""
+        if not len(rows):
+            return _Decoded.empty()
+        values = batch.values
+        body = b"[" + b",".join(values if len(rows) == len(values) else [values[i] for i in rows.tolist()]) + b"]"
+        for shape in dict.fromkeys((self._shape, _Shape.MIXED)):
+            try:
+                decoded = self._decoders[shape].decode(body)
+            except DECODE_ERRORS:
+                continue
+            if len(decoded) != len(rows):  # e.g. a body of two readings and a comma: not one JSON value
+                break
+            self._shape = shape
+            return self._flatten(shape, decoded, batch, rows, dead)
+        return self._decode_each(batch, rows, dead)
+
+    def _flatten(self, shape: _Shape, decoded: list[Any], batch: RawBatch, rows: np.ndarray,
+                 dead: list[DeadLetter]) -> _Decoded:
+        if shape is _Shape.SINGLE:
+            return _Decoded(decoded, rows, np.full(len(rows), -1, np.int32))
+        if shape is _Shape.MIXED:
+            shape = _Shape.ARRAYS if all(type(items) is list for items in decoded) else shape
+        if shape is _Shape.MIXED:
+            return self._gather([(int(i), items) for i, items in zip(rows.tolist(), decoded, strict=True)], batch, dead)
+        counts = np.fromiter(map(len, decoded), np.int64, count=len(decoded))
+        for i in rows[counts == 0].tolist():
+            dead.append(DeadLetter.of(batch.message(i), Reason.EMPTY, "the message is an empty JSON array"))
+        starts = np.cumsum(counts) - counts
+        return _Decoded(list(chain.from_iterable(decoded)), np.repeat(rows, counts),
+                        (np.arange(int(counts.sum())) - np.repeat(starts, counts)).astype(np.int32))
+
+    def _decode_each(self, batch: RawBatch, rows: np.ndarray, dead: list[DeadLetter]) -> _Decoded:
+        items = []
+        for i in rows.tolist():
+            msg = batch.message(i)
+            if not msg.value.strip():
+                dead.append(DeadLetter.of(msg, Reason.EMPTY, "the message has no body (null value or whitespace)"))
+                continue
+            items.append((i, self._decode_one(msg, dead)))
+        return self._gather(items, batch, dead)
+
+    def _gather(self, items: list[tuple[int, Any]], batch: RawBatch, dead: list[DeadLetter]) -> _Decoded:
+        """Readings of records decoded one by one (a reading, a list of them, or None)."""
         readings: list[Any] = []
-        origins: list[tuple[RawMessage, int | None]] = []
-        for i, msg in enumerate(messages):
-            items = decoded[i] if decoded is not None else self._decode_one(msg, dead)
-            if isinstance(items, list):
-                readings.extend(items)
-                positions = getattr(items, "positions", range(len(items)))
-                origins.extend((msg, j) for j in positions)
-                if not items and decoded is not None:
-                    dead.append(DeadLetter.of(msg, Reason.EMPTY, "the message is an empty JSON array"))
-            elif items is not None:
-                readings.append(items)
-                origins.append((msg, None))
-        return readings, origins
+        message_row: list[int] = []
+        array_pos: list[int] = []
+        for i, item in items:
+            if isinstance(item, list):
+                if not item and not isinstance(item, _IndexedList):
+                    dead.append(DeadLetter.of(batch.message(i), Reason.EMPTY, "the message is an empty JSON array"))
+                readings.extend(item)
+                message_row.extend([i] * len(item))
+                array_pos.extend(getattr(item, "positions", range(len(item))))
+            elif item is not None:
+                readings.append(item)
+                message_row.append(i)
+                array_pos.append(-1)
+        return _Decoded(readings, np.array(message_row, np.int32), np.array(array_pos, np.int32))
 
     def _decode_one(self, msg: RawMessage, dead: list[DeadLetter]) -> Any:
         """A reading, a list of the valid readings of a gateway array, or None."""
@@ -152,35 +282,40 @@ class KindDecoder:
         # keep the array positions of the good readings for dead letters found later
         return _IndexedList(good)
 
-    def parse(self, messages: Sequence[RawMessage], now_ms: int) -> ParsedReadings:
+    def parse(self, messages: RawBatch | Sequence[RawMessage], now_ms: int) -> ParsedReadings:
         """Every reading of ``messages``, one row each, with the reason it is rejected
         ("" if valid) before any catalog lookup: the readings archive keeps these rows."""
+        batch = RawBatch.of(messages)
         dead: list[DeadLetter] = []
-        sized = [m for m in messages if not self._oversize(m, dead)]
-        readings, origins = self._decode_all(sized, dead)
-        n = len(readings)
-        values = self._value_matrix(readings)  # (n, n_quantities), NaN = absent
-        event_ms = np.fromiter(map(_event_ms, readings), np.int64, count=n)
-        sensor_ids = [r.sensor_id for r in readings]
+        with _gc_paused():
+            found = self._decode_all(batch, self._sized_rows(batch, dead), dead)
+            readings = found.readings
+            n = len(readings)
+            values = self._value_matrix(readings)  # (n, n_quantities), NaN = absent
+            event_ms = np.fromiter(map(_event_ms, readings), np.int64, count=n)
+            sensor_ids = [r.sensor_id for r in readings]
+            flags = [r.flag for r in readings]
         reason, detail = self._reject_reasons(values, event_ms, sensor_ids, now_ms)
-        return ParsedReadings(values, event_ms, sensor_ids, [r.flag for r in readings], origins, reason, detail, dead)
+        return ParsedReadings(values, event_ms, sensor_ids, flags, batch, found.message_row, found.array_pos, reason,
+                              detail, dead)
 
     def _to_batch(self, parsed: ParsedReadings, index: SensorIndex) -> DecodedBatch:
         dead = parsed.dead
-        sensor_ids, origins = parsed.sensor_ids, parsed.origins
-        for row in np.flatnonzero(parsed.reason):
-            msg, j = origins[row]
+        sensor_ids = parsed.sensor_ids
+        for row in np.flatnonzero(parsed.reason).tolist():
+            msg, j = parsed.origin(row)
             dead.append(DeadLetter.of(msg, parsed.reason[row], parsed.detail[row], reading_index=j))
         keep = np.flatnonzero(parsed.reason == "")
-        found = np.asarray(index.lookup([sensor_ids[i] for i in keep], self._limits.max_unknown_sensors), np.int64)
-        for row in keep[found < 0]:
-            msg, j = origins[row]
+        kept_ids = sensor_ids if len(keep) == len(sensor_ids) else [sensor_ids[i] for i in keep.tolist()]
+        found = np.asarray(index.lookup(kept_ids, self._limits.max_unknown_sensors), np.int64)
+        for row in keep[found < 0].tolist():
+            msg, j = parsed.origin(row)
             detail = f"sensor {sensor_ids[row]!r} is not in the catalog and input.max_unknown_sensors={self._limits.max_unknown_sensors} are already tracked; add it to the catalog"
             dead.append(DeadLetter.of(msg, Reason.UNKNOWN_SENSOR_LIMIT, detail, reading_index=j))
         keep, sensor_idx = keep[found >= 0], found[found >= 0]
         unknown = int(np.count_nonzero(sensor_idx >= index.n_known))
-        flags = np.fromiter((FLAG_CODE[parsed.flags[i]] for i in keep), np.uint8, count=len(keep))
-        partitions = np.fromiter((origins[i][0].partition for i in keep), np.int16, count=len(keep))
+        flags = flag_codes(parsed.flags)[keep]
+        partitions = parsed.source.partitions[parsed.message_row[keep]].astype(np.int16)
         batch = _long_format(parsed.values[keep], parsed.event_ms[keep], np.asarray(sensor_idx, np.int32), flags,
                              partitions)
         return DecodedBatch(batch=batch, dead=dead, n_readings=len(keep), n_unknown_sensors=unknown)
@@ -209,8 +344,10 @@ class KindDecoder:
              lambda i: f"ts {event_ms[i]} ms is older than input.max_age_s={self._limits.max_age_s:g} s"),
         ]
         for mask, code, describe in checks:
-            for i in np.flatnonzero(mask & (reason == "")):
-                reason[i], detail[i] = code.value, describe(int(i))
+            if not mask.any():
+                continue
+            for i in np.flatnonzero(mask & (reason == "")).tolist():
+                reason[i], detail[i] = code.value, describe(i)
         self._reject_foreign(sensor_ids, reason, detail)
         return reason, detail
 
@@ -220,7 +357,7 @@ class KindDecoder:
 
     def _reject_foreign(self, sensor_ids: list[str], reason: np.ndarray, detail: list[str]) -> None:
         foreign = self._foreign
-        if not foreign.keys() & set(sensor_ids):
+        if foreign.keys().isdisjoint(sensor_ids):
             return
         for i, sid in enumerate(sensor_ids):
             other = foreign.get(sid)
@@ -235,6 +372,32 @@ class _IndexedList(list[Any]):
     def __init__(self, pairs: list[tuple[int, Any]]) -> None:
         super().__init__(r for _, r in pairs)
         self.positions = [j for j, _ in pairs]
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while a batch's objects are made: the collector would walk them
+    again and again as they are allocated, and none of them can form a cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# per HJ 212 flag letter's code point, its FLAG_CODE (255: not a flag; msgspec has checked)
+_FLAG_LUT = np.full(128, 255, np.uint8)
+for _letter, _code in FLAG_CODE.items():
+    _FLAG_LUT[ord(_letter)] = _code
+
+
+def flag_codes(flags: list[str]) -> np.ndarray:
+    """HJ 212 flag letters -> their codes, in one pass."""
+    if not flags:
+        return np.zeros(0, np.uint8)
+    return _FLAG_LUT[np.array(flags, "U1").view(np.uint32)]
 
 
 def _event_ms(reading: Any) -> int:

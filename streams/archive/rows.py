@@ -62,9 +62,10 @@ def archive_decoders(topology: Topology) -> dict[str, KindDecoder]:
 def readings_table(parsed: ParsedReadings, quantities: Sequence[str]) -> pa.Table:
     """The valid rows of ``parsed`` (rejected rows reach the archive as dead letters)."""
     keep = np.flatnonzero(parsed.reason == "")
-    origins = [parsed.origins[i] for i in keep]
+    rows = parsed.message_row[keep]
+    source = parsed.source
     values = parsed.values[keep]
-    kafka_ms = np.fromiter((m.timestamp_ms for m, _ in origins), np.int64, count=len(keep))
+    kafka_ms = source.timestamps_ms[rows]
     columns: dict[str, Any] = {
         "sensor_id": pa.array([parsed.sensor_ids[i] for i in keep], pa.string()),
         "event_time": pa.array(parsed.event_ms[keep], UTC_MS),
@@ -73,11 +74,12 @@ def readings_table(parsed: ParsedReadings, quantities: Sequence[str]) -> pa.Tabl
     for j, q in enumerate(quantities):
         column = values[:, j]
         columns[q] = pa.array(column, pa.float64(), mask=np.isnan(column))
+    array_pos = parsed.array_pos[keep]
     columns |= {
-        "topic": pa.array([m.topic for m, _ in origins], pa.string()),
-        "kafka_partition": pa.array([m.partition for m, _ in origins], pa.int32()),
-        "kafka_offset": pa.array([m.offset for m, _ in origins], pa.int64()),
-        "reading_index": pa.array([j for _, j in origins], pa.int32()),
+        "topic": pa.array([source.topics[i] for i in rows.tolist()], pa.string()),
+        "kafka_partition": pa.array(source.partitions[rows], pa.int32()),
+        "kafka_offset": pa.array(source.offsets[rows], pa.int64()),
+        "reading_index": pa.array(array_pos, pa.int32(), mask=array_pos < 0),
         "kafka_time": pa.array(kafka_ms, UTC_MS, mask=kafka_ms < 0),
     }
     return pa.table(columns, schema=reading_schema(quantities))

@@ -60,14 +60,12 @@ def event_times(decoder: KindDecoder, window: KindWindow) -> None:
     reading, when it reached Kafka (reading time for a recording)."""
     messages = window.messages
     parsed = decoder.parse(messages, now_ms=0)  # an archive decoder: no age limits
-    position = {id(m): i for i, m in enumerate(messages)}
     newest = [-1] * len(messages)
     arrival = window.arrival
-    for (msg, _), sensor, ts in zip(parsed.origins, parsed.sensor_ids, parsed.event_ms.tolist(), strict=True):
-        i = position[id(msg)]
-        newest[i] = max(newest[i], int(ts))
-        arrival.setdefault((sensor, int(ts)), msg.timestamp_ms if window.clock == "kafka" and msg.timestamp_ms >= 0
-                           else int(ts))
+    kafka_ms = parsed.source.timestamps_ms
+    for i, sensor, ts in zip(parsed.message_row.tolist(), parsed.sensor_ids, parsed.event_ms.tolist(), strict=True):
+        newest[i] = max(newest[i], ts)
+        arrival.setdefault((sensor, ts), int(kafka_ms[i]) if window.clock == "kafka" and kafka_ms[i] >= 0 else ts)
     window.event_ms = newest
 
 
