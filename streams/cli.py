@@ -78,14 +78,22 @@ def worker(
     topology: TopologyOpt = Path("topology.yaml"),
     web_port: Annotated[Optional[int], typer.Option(help="metrics/health HTTP port")] = None,
     loglevel: Annotated[str, typer.Option(help="crit|error|warn|info|debug")] = "info",
+    processes: Annotated[int, typer.Option(help="worker processes on this node (one core each), in one consumer "
+                                                "group; process i serves its web port + i", min=1, max=256)] = 1,
 ) -> None:
-    """Run the stream worker (one agent per input topic)."""
-    import faust
-
-    from streams.app import create_app
+    """Run the stream worker (one batch consumer per input topic)."""
     from streams.settings import Settings
 
     settings = Settings.from_env(topology=topology, web_port=web_port)
+    if processes > 1:
+        from streams.processes import run_processes
+
+        argv = [sys.executable, "-m", "streams.cli", "worker", "--topology", str(topology), "--loglevel", loglevel]
+        raise typer.Exit(run_processes(argv, processes, settings.web_port, settings.data_dir))
+    import faust
+
+    from streams.app import create_app
+
     faust_app = create_app(settings)
     faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
 
@@ -253,3 +261,7 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

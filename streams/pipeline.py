@@ -1,7 +1,7 @@
 """One sensor kind's processing: messages -> batch -> scores -> alarm changes.
 
 Free of Faust, Kafka and Redis so it can be tested and benchmarked alone; the
-agent (streams/agents.py) feeds it micro-batches and ships its outputs.
+worker's batch consumer (streams/consumer.py) feeds it micro-batches and ships its outputs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from streams.alarms import RouteEvaluator, Transitions
 from streams.catalog import SensorIndex, SensorInfo
 from streams.checkpoint import Stateful
 from streams.deadletter import DeadLetter
-from streams.decode import KindDecoder, RawMessage
+from streams.decode import KindDecoder, RawBatch, RawMessage
 from streams.idle import IdlePartitions, idle_after_s
 from streams.latest import LatestValues
 from streams.topology import Topology
@@ -94,10 +94,11 @@ class KindPipeline:
         parts.update({f"route:{r.evaluator.spec.rule}": r.evaluator.state for r in self.routes})
         return parts
 
-    def process(self, messages: Sequence[RawMessage], now_ms: int) -> BatchResult:
+    def process(self, messages: RawBatch | Sequence[RawMessage], now_ms: int) -> BatchResult:
         t0 = time.perf_counter()
-        decoded = self.decoder.decode(messages, self.index, now_ms)
-        self.partitions.delivered({m.partition for m in messages}, now_ms)
+        raw = RawBatch.of(messages)
+        decoded = self.decoder.decode(raw, self.index, now_ms)
+        self.partitions.delivered(np.unique(raw.partitions).tolist(), now_ms)
         idle = self.partitions.idle(now_ms)
         if idle:  # their clocks may follow the others' (streams/idle.py)
             decoded = dataclasses.replace(decoded, batch=dataclasses.replace(decoded.batch, idle_partitions=idle))
@@ -111,7 +112,7 @@ class KindPipeline:
         return BatchResult(
             alerts=alerts,
             dead=decoded.dead,
-            n_messages=len(messages),
+            n_messages=len(raw),
             n_readings=decoded.n_readings,
             n_unknown_sensors=decoded.n_unknown_sensors,
             late_by_rule=late,

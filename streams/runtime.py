@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
@@ -33,7 +33,7 @@ from sinks.redis_board import RedisAlarmBoard
 from streams.age_warning import AgeRejectionWarner
 from streams.checkpoint import KindCheckpoint
 from streams.deadletter import Reason
-from streams.decode import RawMessage
+from streams.decode import RawBatch, RawMessage
 from streams.latest import LatestCollector
 from streams.lag import ConsumerLag
 from streams.live_alarms import LiveAlarms
@@ -127,7 +127,7 @@ class Runtime:
             if self._started.is_set():
                 return
             await self.writer.start()
-            await self._restore()
+            await self._restore(self.pipelines)
             if self.settings.delivery == "worker":  # else `cityops deliver` POSTs the outboxes
                 self.notifier.start()
             self.live_alarms.start()
@@ -135,23 +135,35 @@ class Runtime:
             self._started.set()
 
     async def reload(self, assigned: set[tuple[str, int]] | None = None) -> None:
-        """Re-read the live alarms (after a rebalance another worker may have moved them on);
-        ``assigned``: the (topic, partition)s this worker owns now, for idle detection."""
+        """Re-read every kind's live alarms (after a rebalance another worker may have moved
+        them on); ``assigned``: the (topic, partition)s this worker owns now, for idle detection."""
         async with self._lock:
-            await self._restore()
+            await self._restore(self.pipelines)
             if assigned is not None:
-                now = wall_clock_ms()
-                for kind, pipeline in self.pipelines.items():
+                for kind in self.pipelines:
                     topic = self.topology.kind(kind).topic
-                    pipeline.partitions.assign((p for t, p in assigned if t == topic), now)
+                    self._assign(kind, {p for t, p in assigned if t == topic})
 
-    async def _restore(self) -> None:
-        """One read of the board, applied while no batch of any kind is in flight."""
+    async def reload_kind(self, kind: str, partitions: set[int]) -> None:
+        """After a rebalance of ``kind``'s consumer: its alarm levels and detector state
+        from Redis (the previous owner checkpointed them with every batch), and the
+        partitions it owns now."""
+        async with self._lock:
+            await self._restore([kind])
+            self._assign(kind, partitions)
+
+    def _assign(self, kind: str, partitions: set[int]) -> None:
+        self.pipelines[kind].partitions.assign(sorted(partitions), wall_clock_ms())
+
+    async def _restore(self, kinds: Iterable[str]) -> None:
+        """One read of the board, applied while no batch of these kinds is in flight."""
+        kinds = [k for k in self.pipelines if k in set(kinds)]  # always in the same order: no deadlock
         async with contextlib.AsyncExitStack() as held:
-            for lock in self._kind_locks.values():  # always in the same order: no deadlock
-                await held.enter_async_context(lock)
+            for kind in kinds:
+                await held.enter_async_context(self._kind_locks[kind])
             active = await self.board.active()
-            for kind, pipeline in self.pipelines.items():
+            for kind in kinds:
+                pipeline = self.pipelines[kind]
                 pipeline.reset_state()  # another worker may have moved these sensors on
                 self.checkpoints[kind] = checkpoint = self._checkpoint(kind)
                 restored = pipeline.restore(active)
@@ -159,21 +171,22 @@ class Runtime:
                 self.metrics.active_alarms.labels(kind).set(restored)
                 log.info("restored %d live %s alarms and the state of %d sensors from Redis", restored, kind, n_state)
 
-    async def handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
+    async def handle(self, kind: str, messages: RawBatch | Sequence[RawMessage]) -> BatchResult:
         await self.start()
+        raw = RawBatch.of(messages)
         async with self._kind_locks[kind]:
-            result = await self._handle(kind, messages)
+            result = await self._handle(kind, raw)
         self._observe(kind, result)
         self.age_warner.observe(kind, result.n_readings, result.dead)
-        self._observe_latency(kind, result, messages, wall_clock_ms())
+        self._observe_latency(kind, result, raw, wall_clock_ms())
         return result
 
-    def _observe_latency(self, kind: str, result: BatchResult, messages: Sequence[RawMessage], now_ms: int) -> None:
+    def _observe_latency(self, kind: str, result: BatchResult, raw: RawBatch, now_ms: int) -> None:
         """Arrival (Kafka timestamp of the batch's oldest message) to durable outputs."""
-        oldest = min((m.timestamp_ms for m in messages if m.timestamp_ms >= 0), default=None)
-        if oldest is None:
+        stamps = raw.timestamps_ms[raw.timestamps_ms >= 0]
+        if not len(stamps):
             return
-        seconds = max(0.0, (now_ms - oldest) / 1000)
+        seconds = max(0.0, (now_ms - int(stamps.min())) / 1000)
         self.metrics.batch_latency.labels(kind).observe(seconds)
         alarm_latency = self.metrics.alarm_latency.labels(kind)
         late = seconds > self.topology.kind(kind).batch.budget_ms / 1000
@@ -182,7 +195,7 @@ class Runtime:
             if late:
                 self.metrics.alarm_budget_overruns.labels(kind, alert.rule).inc()
 
-    async def _handle(self, kind: str, messages: Sequence[RawMessage]) -> BatchResult:
+    async def _handle(self, kind: str, messages: RawBatch) -> BatchResult:
         result = self.pipelines[kind].process(messages, wall_clock_ms())
         t0 = time.perf_counter()
         await self._deliver(kind, result)

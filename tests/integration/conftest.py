@@ -8,6 +8,7 @@ rather than skip: a skipped integration test would hide a broken setup.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -114,6 +115,12 @@ class WorkerProcess:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=2) as resp:
             return str(resp.read().decode())
+
+    def partitions(self, kind: str) -> set[int]:
+        """The partitions of ``kind``'s topic this worker's consumer owns (its /healthz)."""
+        self.assert_alive()
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/healthz", timeout=2) as resp:
+            return set(json.loads(resp.read())["partitions"].get(kind, []))
 
 
 @pytest.fixture

@@ -68,8 +68,10 @@ async def test_partition_handed_back_gets_fresh_alarm_levels(
             await reader.until(lambda recs: all(statuses(recs, s) == ["firing"] for s in sensors), 60,
                                "both alarms firing on the first worker", alive=worker)
             second.start()
-            wait_for(lambda: "Setting newly assigned partitions" in second.log_path.read_text(), 60,
-                     "the second worker's share of the partitions")
+            # the hazmat partitions split between the two (one rebalance generation: disjoint, all owned)
+            wait_for(lambda: (second.partitions("hazmat") and not second.partitions("hazmat") & worker.partitions("hazmat")
+                              and len(second.partitions("hazmat") | worker.partitions("hazmat")) == len(sensors)),
+                     60, "the second worker's share of the hazmat partitions")
             await _send_gas(stack_cfg.bootstrap, topic, {s: 5.0 for s in sensors}, t0 + 2000)
             await reader.until(lambda recs: all(statuses(recs, s) == ["firing", "resolved"] for s in sensors), 60,
                                "both alarms cleared, one of them by the second worker", alive=second)

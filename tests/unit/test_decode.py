@@ -176,3 +176,52 @@ def test_unknown_sensors_are_capped_to_bound_state_memory() -> None:
     assert [(d.reason, d.offset) for d in later.dead] == [("unknown_sensor_limit", 9)]
     assert "add it to the catalog" in later.dead[0].detail
     assert later.n_readings == 2 and len(index) == 3
+
+
+def _rows(decoder: KindDecoder, msgs: list[RawMessage]) -> list[tuple[float, int, int]]:
+    """(value, event ms, partition) per row, in the batch's order."""
+    b = decoder.decode(msgs, _index(), NOW_MS).batch
+    return list(zip(b.value.tolist(), b.event_time_ms.tolist(), b.partition.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("first", ["single", "arrays", "mixed"])
+def test_every_shape_decodes_the_same_whatever_shape_came_before(first: str) -> None:
+    """The decoder tries the last batch's shape first; a batch of another shape
+    (one reading per record, gateway arrays, both) must still give the same rows."""
+    singles = [_msg(json.dumps(_reading(ts=NOW_MS - 3000 + i, pm25=float(i))), offset=i) for i in range(3)]
+    arrays = [_msg(json.dumps([_reading(ts=NOW_MS - 2000 + 10 * i + j, pm25=float(10 * i + j)) for j in range(3)]),
+                   offset=10 + i) for i in range(2)]
+    mixed = [singles[0], arrays[0], singles[1]]
+    batches = {"single": singles, "arrays": arrays, "mixed": mixed}
+    fresh = {name: _rows(_decoder(), msgs) for name, msgs in batches.items()}
+    assert len(fresh["single"]) == 3 and len(fresh["arrays"]) == 6 and len(fresh["mixed"]) == 5
+    decoder = _decoder()
+    _rows(decoder, batches[first])
+    for name, msgs in batches.items():
+        assert _rows(decoder, msgs) == fresh[name], (first, name)
+
+
+def test_gateway_array_dead_letters_name_their_position_in_the_array() -> None:
+    msgs = [_msg(json.dumps([_reading(pm25=1.0), _reading(pm25=-5.0), _reading(pm25=3.0)]), offset=4),
+            _msg(json.dumps([]), offset=5)]
+    out = _decoder().decode(msgs, _index(), NOW_MS)
+    assert out.n_readings == 2
+    assert sorted((d.offset, d.reason, d.reading_index) for d in out.dead) == [(4, "out_of_range", 1), (5, "empty", None)]
+
+
+def test_two_readings_glued_with_a_comma_are_one_bad_message_not_two_readings() -> None:
+    """The batch decode joins bodies with commas: a body that is itself two JSON values
+    separated by a comma must not pass as two records."""
+    glued = json.dumps(_reading(pm25=1.0)) + "," + json.dumps(_reading(pm25=2.0))
+    out = _decoder().decode([_msg(glued)], _index(), NOW_MS)
+    assert out.n_readings == 0
+    assert [d.reason for d in out.dead] == ["malformed_json"]
+
+
+def test_flag_codes_match_the_hj212_table() -> None:
+    from detectors.base import FLAG_CODE
+    from streams.decode import flag_codes
+
+    letters = list("NFMSDCTB") * 2
+    assert flag_codes(letters).tolist() == [FLAG_CODE[f] for f in letters]
+    assert flag_codes([]).tolist() == []
