@@ -10,6 +10,7 @@ same gateway array, are still processed.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import gc
 import json
@@ -17,13 +18,15 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from itertools import chain
 from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from detectors.base import FLAG_CODE, ReadingBatch
 from streams.catalog import SensorIndex
@@ -31,7 +34,16 @@ from streams.deadletter import DeadLetter, Reason
 from streams.topology_spec import InputSpec, KindSpec
 
 SensorId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-EventTime = Annotated[datetime, msgspec.Meta(tz=True)] | int
+EpochMs = Annotated[int, msgspec.Meta(ge=-(2**62), le=2**62)]  # fits int64 (numpy), with room
+EventTime = Annotated[datetime, msgspec.Meta(tz=True)] | EpochMs
+# The batch decode keeps RFC 3339 times as strings and converts them in bulk (pyarrow); a
+# string this pattern or pyarrow rejects sends the batch down the strict path (msgspec's
+# datetime, and its error for the dead letter).
+BulkEventTime = str | EpochMs
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+UTC_MS = pa.timestamp("ms", tz="UTC")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MILLISECOND = timedelta(milliseconds=1)
 Flag = Literal["N", "F", "M", "S", "D", "C", "T", "B"]
 # everything msgspec may raise on hostile input (invalid UTF-8 inside a Raw
 # element surfaces as UnicodeDecodeError, deep nesting as RecursionError)
@@ -137,6 +149,7 @@ class _Decoded:
     readings: list[Any]
     message_row: np.ndarray
     array_pos: np.ndarray
+    strict: bool = False  # decoded one record at a time: times are datetimes, not strings
 
     @classmethod
     def empty(cls) -> _Decoded:
@@ -168,14 +181,16 @@ class KindDecoder:
             [(q, float, math.nan) for q in self.quantities],
             forbid_unknown_fields=True, gc=False,
         )
-        reading = msgspec.defstruct(
-            f"{kind.capitalize()}Reading",
-            [("sensor_id", SensorId), ("ts", EventTime), ("values", values), ("flag", Flag, "N")], gc=False,
-        )
+        def reading_struct(name: str, ts: Any) -> Any:
+            fields = [("sensor_id", SensorId), ("ts", ts), ("values", values), ("flag", Flag, "N")]
+            return msgspec.defstruct(f"{kind.capitalize()}{name}", fields, gc=False)
+
+        bulk = reading_struct("BulkReading", BulkEventTime)
+        reading = reading_struct("Reading", EventTime)
         self._decoders: dict[_Shape, msgspec.json.Decoder[Any]] = {
-            _Shape.SINGLE: msgspec.json.Decoder(list[reading]),  # type: ignore[valid-type]
-            _Shape.ARRAYS: msgspec.json.Decoder(list[list[reading]]),  # type: ignore[valid-type]
-            _Shape.MIXED: msgspec.json.Decoder(list[reading | list[reading]]),  # type: ignore[valid-type]
+            _Shape.SINGLE: msgspec.json.Decoder(list[bulk]),  # type: ignore[valid-type]
+            _Shape.ARRAYS: msgspec.json.Decoder(list[list[bulk]]),  # type: ignore[valid-type]
+            _Shape.MIXED: msgspec.json.Decoder(list[bulk | list[bulk]]),  # type: ignore[valid-type]
         }
         self._shape = _Shape.SINGLE
         self._one_decoder = msgspec.json.Decoder(reading | list[msgspec.Raw])
@@ -242,7 +257,7 @@ class KindDecoder:
                 dead.append(DeadLetter.of(msg, Reason.EMPTY, "the message has no body (null value or whitespace)"))
                 continue
             items.append((i, self._decode_one(msg, dead)))
-        return self._gather(items, batch, dead)
+        return dataclasses.replace(self._gather(items, batch, dead), strict=True)
 
     def _gather(self, items: list[tuple[int, Any]], batch: RawBatch, dead: list[DeadLetter]) -> _Decoded:
         """Readings of records decoded one by one (a reading, a list of them, or None)."""
@@ -288,11 +303,17 @@ class KindDecoder:
         batch = RawBatch.of(messages)
         dead: list[DeadLetter] = []
         with _gc_paused():
-            found = self._decode_all(batch, self._sized_rows(batch, dead), dead)
+            rows = self._sized_rows(batch, dead)
+            found = self._decode_all(batch, rows, dead)
+            event_ms = None if found.strict else bulk_epoch_ms([r.ts for r in found.readings])
+            if event_ms is None and not found.strict:  # a time the bulk path cannot vouch for: the strict path names it
+                dead.clear()
+                rows = self._sized_rows(batch, dead)
+                found = self._decode_each(batch, rows, dead)
+            if event_ms is None:
+                event_ms = np.fromiter(map(_event_ms, found.readings), np.int64, count=len(found.readings))
             readings = found.readings
-            n = len(readings)
             values = self._value_matrix(readings)  # (n, n_quantities), NaN = absent
-            event_ms = np.fromiter(map(_event_ms, readings), np.int64, count=n)
             sensor_ids = [r.sensor_id for r in readings]
             flags = [r.flag for r in readings]
         reason, detail = self._reject_reasons(values, event_ms, sensor_ids, now_ms)
@@ -401,10 +422,33 @@ def flag_codes(flags: list[str]) -> np.ndarray:
 
 
 def _event_ms(reading: Any) -> int:
+    """Epoch ms of a strictly decoded reading (exact integer arithmetic, as the bulk path)."""
     ts = reading.ts
     if type(ts) is int:
         return ts
-    return int(ts.timestamp() * 1000)
+    return int((ts - EPOCH) // MILLISECOND)
+
+
+def bulk_epoch_ms(times: list[Any]) -> np.ndarray | None:
+    """Epoch ms of event times decoded as epoch-ms ints or RFC 3339 strings, strings
+    converted in one pyarrow cast; None if a string is not an RFC 3339 time with an
+    offset that the cast takes (the caller then decodes strictly)."""
+    n = len(times)
+    is_text = np.fromiter((type(t) is str for t in times), bool, count=n)
+    if not is_text.any():
+        return np.array(times, np.int64) if n else np.zeros(0, np.int64)
+    text = pa.array([t for t in times if type(t) is str], pa.string())
+    if not pc.all(pc.match_substring_regex(text, RFC3339)).as_py():
+        return None
+    try:
+        stamps = pc.cast(text, UTC_MS, safe=False)  # safe=False: sub-millisecond digits are cut, not refused
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    out = np.empty(n, np.int64)
+    out[is_text] = stamps.cast(pa.int64()).to_numpy()
+    if not is_text.all():
+        out[~is_text] = np.array([t for t in times if type(t) is not str], np.int64)
+    return out
 
 
 def _long_format(values: np.ndarray, event_ms: np.ndarray, sensor_idx: np.ndarray, flags: np.ndarray,

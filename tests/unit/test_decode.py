@@ -225,3 +225,41 @@ def test_flag_codes_match_the_hj212_table() -> None:
     letters = list("NFMSDCTB") * 2
     assert flag_codes(letters).tolist() == [FLAG_CODE[f] for f in letters]
     assert flag_codes([]).tolist() == []
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected_ms"),
+    [
+        ("2026-11-26T08:00:00+08:00", 1_795_651_200_000),
+        ("2026-11-26T00:00:00.9999Z", 1_795_651_200_999),  # sub-millisecond digits are cut, not rounded
+        ("2026-11-26 00:00:00.5+00:00", 1_795_651_200_500),
+        ("2026-11-26T08:00:00.25+0800", 1_795_651_200_250),  # only the strict path takes +0800
+        ("2026-11-26t00:00:00z", 1_795_651_200_000),
+        (1_795_651_200_123, 1_795_651_200_123),
+    ],
+)
+def test_event_times_are_exact_on_the_bulk_and_the_strict_path(ts: object, expected_ms: int) -> None:
+    """The same time string gives the same milliseconds whether it is converted in bulk or
+    one reading at a time (a batch with a bad message goes one at a time): else a reading's
+    event time would depend on its batch neighbours."""
+    now = 1_795_651_260_000
+    good = _msg(json.dumps(_reading(ts=ts, pm25=5.0)))
+    for batch in ([good], [good, _msg("{not json", offset=1)]):
+        out = _decoder().decode(batch, _index(), now)
+        assert out.batch.event_time_ms.tolist() == [expected_ms], batch
+
+
+@pytest.mark.parametrize("ts", ["2026-11-26T08:00:00", "2026-13-26T08:00:00Z", "yesterday", "2026-11-26T08:00+08:00"])
+def test_a_time_without_offset_or_invalid_is_dead_lettered_and_names_ts(ts: str) -> None:
+    msgs = [_msg(json.dumps(_reading(pm25=5.0)), offset=0), _msg(json.dumps(_reading(ts=ts, pm25=6.0)), offset=1)]
+    out = _decoder().decode(msgs, _index(), NOW_MS)
+    assert out.n_readings == 1
+    assert [(d.offset, d.reason) for d in out.dead] == [(1, "wrong_type")]
+    assert "ts" in out.dead[0].detail
+
+
+def test_an_epoch_ms_beyond_int64_is_dead_lettered_not_a_crash() -> None:
+    msgs = [_msg(json.dumps(_reading(pm25=5.0))), _msg(json.dumps(_reading(ts=2**63 + 5, pm25=6.0)), offset=1)]
+    out = _decoder().decode(msgs, _index(), NOW_MS)
+    assert out.n_readings == 1
+    assert [(d.offset, d.reason) for d in out.dead] == [(1, "wrong_type")]
