@@ -1,6 +1,6 @@
 """Rebalances under a backlog: two real `cityops worker`s, one joins and one leaves mid-stream.
 
-A check for changes to the worker's consumer path (streams/app.py), not a benchmark:
+A check for changes to the worker's consumer path (streams/consumer.py), not a benchmark:
 with a pre-loaded backlog the stream buffers are full, which is when a rebalance
 meets blocked deliveries. Worker A starts on the backlog; when it has counted
 ``--join-at`` of the readings, worker B joins the group (rebalance 1); when the two

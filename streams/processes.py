@@ -32,6 +32,8 @@ def child_env(base: dict[str, str], index: int, web_port: int, data_dir: Path) -
 
 def run_processes(argv: Sequence[str], n: int, web_port: int, data_dir: Path) -> int:
     """Run ``argv`` (a worker command line) ``n`` times; the exit code for the node."""
+    for i in range(n):
+        (data_dir / f"p{i}").mkdir(parents=True, exist_ok=True)
     children = [
         subprocess.Popen(list(argv), env=child_env(dict(os.environ), i, web_port, data_dir))
         for i in range(n)
