@@ -73,8 +73,8 @@ class BatchConsumers(mode.Service):
 
     async def on_start(self) -> None:
         await self.runtime.start()
-        for consumer in self.consumers:
-            await consumer.start()
+        # together: each join is a rebalance of the group, so joins that arrive together are one
+        await asyncio.gather(*(consumer.start() for consumer in self.consumers))
 
     async def on_stop(self) -> None:
         # the batches in flight finish and their offsets are committed before the sinks close

@@ -45,7 +45,10 @@ IDLE_POLL_MS = 200  # how long getmany waits when nothing is fetched (then done 
 SHUTDOWN_GRACE_S = 10.0  # a batch in flight at shutdown gets this long to finish
 EXIT_BATCH_NOT_DONE = 70  # EX_SOFTWARE: a supervisor restarts the worker
 SESSION_TIMEOUT_MS = 15_000  # a crashed worker's partitions move to a live one after this long
-HEARTBEAT_INTERVAL_MS = 3_000
+# Members learn that the group is rebalancing from a heartbeat's answer, and every join of a
+# kind's consumer (four per worker) is a rebalance: at Kafka's usual 3 s a worker's start, or a
+# second worker joining, took 9 s of rebalances before the first batch; at 0.5 s it takes ~1.5 s.
+HEARTBEAT_INTERVAL_MS = 500
 
 Records = Mapping[TopicPartition, Sequence[Any]]
 
