@@ -10,7 +10,7 @@ DURATION ?= 0
 RATE ?= 300
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit integration typecheck stack-up stack-down stack-status venv clean
+.PHONY: demo test unit integration typecheck stack-up stack-down stack-status venv clean bench
 
 venv: $(STAMP)
 
@@ -55,6 +55,30 @@ integration: stack-up
 
 typecheck: venv
 	$(BIN)/mypy
+
+## make bench [BENCH_ARGS="--repeats 5"]: cityops side by side with bare aiokafka and
+## confluent-kafka, a naive Faust agent and Quix Streams, on one backlog of both input
+## shapes, then gas alarm latency under open-loop load (loadtest/bench_compare.py, under
+## 15 min on 2 cores). Table on stdout, everything in .stack/bench/compare.json. Quix
+## Streams 3.28.1 gets a venv of its own: it needs confluent-kafka<2.13 and pydantic<2.14.
+BENCH_STAMP := $(VENV)/.bench-installed
+QUIX_VENV := .stack/bench/quix-venv
+QUIX_STAMP := $(QUIX_VENV)/.installed
+BENCH_ARGS ?=
+
+bench: stack-up $(BENCH_STAMP) $(QUIX_STAMP)
+	$(BIN)/python loadtest/bench_compare.py --json .stack/bench/compare.json $(BENCH_ARGS)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[bench]'
+	@touch $@
+
+$(QUIX_STAMP): loadtest/peers/quix-requirements.txt
+	rm -rf $(QUIX_VENV)
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install --quiet --upgrade pip
+	$(QUIX_VENV)/bin/pip install --quiet -r loadtest/peers/quix-requirements.txt
+	@touch $@
 
 clean: stack-down
 	rm -rf .stack $(VENV)
