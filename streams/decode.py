@@ -182,7 +182,8 @@ class KindDecoder:
             forbid_unknown_fields=True, gc=False,
         )
         def reading_struct(name: str, ts: Any) -> Any:
-            fields = [("sensor_id", SensorId), ("ts", ts), ("values", values), ("flag", Flag, "N")]
+            fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+                ("sensor_id", SensorId), ("ts", ts), ("values", values), ("flag", Flag, "N")]
             return msgspec.defstruct(f"{kind.capitalize()}{name}", fields, gc=False)
 
         bulk = reading_struct("BulkReading", BulkEventTime)

@@ -181,8 +181,10 @@ class Runtime:
         self._observe_latency(kind, result, raw, wall_clock_ms())
         return result
 
-    def _observe_latency(self, kind: str, result: BatchResult, raw: RawBatch, now_ms: int) -> None:
+    def _observe_latency(self, kind: str, result: BatchResult, messages: RawBatch | Sequence[RawMessage],
+                         now_ms: int) -> None:
         """Arrival (Kafka timestamp of the batch's oldest message) to durable outputs."""
+        raw = RawBatch.of(messages)
         stamps = raw.timestamps_ms[raw.timestamps_ms >= 0]
         if not len(stamps):
             return
