@@ -455,6 +455,26 @@ class Metrics:
         return Counts(t, sums.get("cityops_readings_total", 0.0), kinds, sums.get("cityops_messages_total", 0.0),
                       sums.get("cityops_alerts_total", 0.0), proc_cpu_s(self.proc.pid))
 
+    def stages(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """(kind, stage) -> (seconds, batches) so far, from cityops_stage_seconds (its "sink:<step>"
+        stages say which sink step holds batches up)."""
+        out: dict[tuple[str, str], tuple[float, float]] = {}
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return out
+        for line in text.splitlines():
+            for suffix, slot in (("_sum", 0), ("_count", 1)):
+                if line.startswith(f"cityops_stage_seconds{suffix}{{"):
+                    labels, value = line[line.index("{") + 1:].rsplit("} ", 1)
+                    parts = dict(x.split("=", 1) for x in labels.split(","))
+                    key = (parts["kind"].strip('"'), parts["stage"].strip('"'))
+                    pair = list(out.get(key, (0.0, 0.0)))
+                    pair[slot] = float(value)
+                    out[key] = (pair[0], pair[1])
+        return out
+
     def alive(self) -> None:
         if self.proc.poll() is not None:
             raise BenchError(f"the worker exited ({self.proc.returncode})\n{tail(self.err)}")
@@ -676,9 +696,9 @@ def gas_latency(h: Harness, topo_path: Path, a: argparse.Namespace, mix: dict[st
         plan += probes(hazmat, probe_ids, start + a.warmup_s, a.latency_s - a.warmup_s, a.probes_per_s, rng)
         plan.sort(key=lambda s: s.at)
         n_sent = len(warm) + n_city + sum(1 for s in plan if s.probe)
-        before = metrics.scrape()
+        before, stages0 = metrics.scrape(), metrics.stages()
         res = asyncio.run(open_loop(h.names.bootstrap, topo.spec.topics.alerts, h.names.partitions, plan, 15.0))
-        busy = metrics.scrape()
+        busy, stages1 = metrics.scrape(), metrics.stages()
         try:
             counted = metrics.drain(n_sent, 60)[1]
         except BenchError:  # some reading not counted: say so in the result, keep the latencies
@@ -691,7 +711,21 @@ def gas_latency(h: Harness, topo_path: Path, a: argparse.Namespace, mix: dict[st
             "worker_cores": (busy.cpu_s - before.cpu_s) / (busy.t - before.t),
             "alarm_events": busy.alerts - before.alerts,
             "p50_ms": pct(lat, 50) * 1e3, "p95_ms": pct(lat, 95) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
-            "max_ms": max(lat, default=float("nan")) * 1e3, "latency_ms": [x * 1e3 for x in lat]}
+            "max_ms": max(lat, default=float("nan")) * 1e3, "latency_ms": [x * 1e3 for x in lat],
+            "stages": stage_means(stages0, stages1)}
+
+
+def stage_means(before: dict[tuple[str, str], tuple[float, float]],
+                after: dict[tuple[str, str], tuple[float, float]]) -> dict[str, dict[str, Any]]:
+    """Per kind over the window: batches, and mean ms per batch of each stage."""
+    out: dict[str, dict[str, Any]] = {}
+    for (kind, stage), (total, n) in sorted(after.items()):
+        t0, n0 = before.get((kind, stage), (0.0, 0.0))
+        if n - n0 > 0:
+            row = out.setdefault(kind, {"batches": 0.0, "mean_ms": {}})
+            row["batches"] = max(row["batches"], n - n0)
+            row["mean_ms"][stage] = (total - t0) / (n - n0) * 1e3
+    return out
 
 
 # ------------------------------------------------------------------ report
@@ -764,6 +798,9 @@ def print_latency(lat: dict[str, Any]) -> None:
           f"p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms")
     print(f"  sent -> the alert's detected_at (its batch's start in the worker): p50 "
           f"{lat['send_to_detected_at_p50_ms']:.0f} ms, p95 {lat['send_to_detected_at_p95_ms']:.0f} ms")
+    for kind, row in lat.get("stages", {}).items():
+        means = ", ".join(f"{stage} {ms:.1f}" for stage, ms in row["mean_ms"].items())
+        print(f"  {kind:<8} {row['batches']:.0f} batches; mean ms per batch: {means}")
 
 
 # ------------------------------------------------------------------ clean-up

@@ -177,6 +177,8 @@ class KindConsumer:
     async def _commit(self, *, force: bool) -> None:
         if not self._done or (not force and time.monotonic() - self._last_commit < COMMIT_INTERVAL_S):
             return
+        # the state as of these offsets first: a restart restores it and resumes after them
+        await self.runtime.checkpoint(self.kind)
         done, self._done = self._done, {}
         consumer = self._started()
         owned = consumer.assignment()

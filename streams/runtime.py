@@ -2,14 +2,17 @@
 
 Order per micro-batch is what makes a crash safe: alerts and dead letters are
 acknowledged by Kafka, the alerts are in the JSONL archive, then the alarm
-board (state) is updated in Redis, then the alarm store (sinks/alarm_store.py:
+board is updated in Redis, then the alarm store (sinks/alarm_store.py:
 lifecycle, operator states) applies the batch's alerts (idempotently, so
 re-applying a re-delivered batch is harmless), then the notifier
 (sinks/notifier.py) puts what the receivers should get into their outboxes,
-and only then does the agent let Faust acknowledge (and later commit) the input
-offsets. HTTP delivery runs in the background: a slow or down receiver never
-holds a batch. A crash anywhere re-delivers the batch; re-processing it emits the
-same alert ids (deterministic), so consumers de-duplicate, and nothing is lost.
+and only then is the batch done (streams/consumer.py). Before the consumer
+commits done offsets, ``checkpoint`` writes the detector and route state of
+the sensors touched since the last commit, so Redis holds the state as of the
+committed offsets. HTTP delivery runs in the background: a slow or down
+receiver never holds a batch. A crash anywhere re-delivers the batches after
+the last commit; re-processing them from the checkpointed state emits the same
+alert ids (deterministic), so consumers de-duplicate, and nothing is lost.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
+import numpy as np
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from detectors.base import IntArray
 from sinks.alarm_store import AlarmStore
 from sinks.base import Alert, AlertSink
 from sinks.kafka import KafkaAlertSink, KafkaWriter
@@ -92,12 +97,15 @@ class Runtime:
         # a kind's batch and a reload of its alarm levels must not interleave:
         # a reload in the middle of a batch would re-arm levels the batch is changing
         self._kind_locks = {kind: asyncio.Lock() for kind in self.pipelines}
+        # per kind, the sensors whose state moved since the last checkpoint (one array per batch)
+        self._dirty: dict[str, list[IntArray]] = {kind: [] for kind in self.pipelines}
 
     def _zero_series(self) -> None:
         """Create the labelled series the boards and alert rules read, at 0, so a query
         over a quiet worker returns 0 rather than "No data"."""
         m = self.metrics
-        steps = ["deadletter", *(type(sink).__name__ for sink in self.sinks), "RedisAlarmBoard", "AlarmStore", "Notifier"]
+        steps = ["deadletter", *(type(sink).__name__ for sink in self.sinks), "RedisAlarmBoard", "AlarmStore", "Notifier",
+                 "checkpoint"]
         for kind, pipeline in self.pipelines.items():
             m.budget_overruns.labels(kind)
             for kind_route in pipeline.routes:
@@ -165,6 +173,7 @@ class Runtime:
             for kind in kinds:
                 pipeline = self.pipelines[kind]
                 pipeline.reset_state()  # another worker may have moved these sensors on
+                self._dirty[kind] = []  # what Redis holds is the state now
                 self.checkpoints[kind] = checkpoint = self._checkpoint(kind)
                 restored = pipeline.restore(active)
                 n_state = checkpoint.load(await self.board.state(checkpoint.key))
@@ -210,29 +219,54 @@ class Runtime:
         batch, never drops it: each step is retried with capped exponential
         backoff until it succeeds, and a step that has succeeded is not repeated."""
         dead = [(d.key, d.to_json(wall_clock_ms())) for d in result.dead]
-        checkpoint = self.checkpoints[kind]
-        state = {checkpoint.key: checkpoint.encode(result.touched)}
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("deadletter", lambda: self.writer.send_all(self.topology.spec.topics.deadletter, dead)),
             *[(type(sink).__name__, _bind(sink, result.alerts)) for sink in self.sinks],
-            # the board and the detector state in one transaction, then the alarm store: then Faust may ack
-            ("RedisAlarmBoard", lambda: self.board.write_batch(result.alerts, state)),
+            # the live board, then the alarm store; the detector state follows with the next checkpoint
+            ("RedisAlarmBoard", lambda: self.board.write_batch(result.alerts)),
             # idempotent (duplicate alert ids and stale events change nothing): safe to repeat
             ("AlarmStore", lambda: self._apply_alarms(result.alerts)),
             # into the receivers' outboxes (idempotent per alert id); delivery happens in the background
             ("Notifier", lambda: self.notifier.notify(result.alerts)),
         ]
         for name, step in steps:
-            delay_s = RETRY_FIRST_S
-            while True:
-                try:
-                    await step()
-                    break
-                except DELIVERY_ERRORS as exc:
-                    self.metrics.sink_retries.labels(kind, name).inc()
-                    log.warning("%s: delivering a %s batch failed (%r); retrying in %.1f s", name, kind, exc, delay_s)
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(delay_s * 2, RETRY_MAX_S)
+            await self._until_done(kind, name, step)
+        self._dirty[kind].append(result.touched)
+
+    async def _until_done(self, kind: str, name: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` until it succeeds, with capped exponential backoff between tries."""
+        delay_s = RETRY_FIRST_S
+        t0 = time.perf_counter()
+        while True:
+            try:
+                await step()
+                break
+            except DELIVERY_ERRORS as exc:
+                self.metrics.sink_retries.labels(kind, name).inc()
+                log.warning("%s: delivering a %s batch failed (%r); retrying in %.1f s", name, kind, exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, RETRY_MAX_S)
+        # which step holds a batch up (the "sink" stage is the sum of a batch's steps)
+        self.metrics.stage_seconds.labels(kind, f"sink:{name}").observe(time.perf_counter() - t0)
+
+    async def checkpoint(self, kind: str) -> None:
+        """Write the detector and route state of every sensor the kind's batches touched
+        since the last checkpoint, as it is after the last batch. The batch consumer calls
+        this right before it commits offsets, so Redis always holds the state as of the
+        committed offsets: a restarted worker (or the next owner of a partition) restores
+        it and re-processes the batches after them, which emits the same alert ids again
+        (the board, the alarm store and the notifier are idempotent per id). One write per
+        commit, not per batch: a hazmat sensor's state is ~9 kB, and a 10-reading batch
+        wrote 90 kB to Redis (and its AOF)."""
+        async with self._kind_locks[kind]:
+            touched = self._dirty[kind]
+            if not touched:
+                return
+            sensors = np.unique(np.concatenate(touched))
+            checkpoint = self.checkpoints[kind]
+            state = {checkpoint.key: checkpoint.encode(sensors)}
+            await self._until_done(kind, "checkpoint", lambda: self.board.write_batch((), state))
+            self._dirty[kind] = []
 
     async def _apply_alarms(self, alerts: Sequence[Alert]) -> None:
         await self.alarms.apply(alerts)
