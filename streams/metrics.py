@@ -39,6 +39,8 @@ class Metrics:
     alarms_by_department: Counter
     state_bytes: Gauge
     sensors_tracked: Gauge
+    batch_window: Gauge
+    fetch_limit: Gauge
 
     def set_outbox_depth(self, receiver: str, waiting: int, dead: int) -> None:
         self.outbox_waiting.labels(receiver).set(waiting)
@@ -118,6 +120,15 @@ class Metrics:
             sensors_tracked=Gauge(
                 "cityops_sensors_tracked", "Sensors with state for a kind (catalog ones, plus unknown ones heard)",
                 ("kind", "catalog"), registry=registry,
+            ),
+            batch_window=Gauge(
+                "cityops_batch_window_seconds", "How long a batch of a busy topic collects records: the kind's "
+                "budget/2 minus the p99 time of its recent batches (streams/consumer.py)", ("kind",), registry=registry,
+            ),
+            fetch_limit=Gauge(
+                "cityops_fetch_limit_messages", "Most messages one batch of a kind takes, from its measured cost per "
+                "message, so a batch holds the event loop for at most a quarter of the tightest budget", ("kind",),
+                registry=registry,
             ),
             outbox_events=counter(
                 "cityops_outbox_events", "HTTP deliveries per receiver: delivered, retried, dead, redis_errors", ("receiver", "event"),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from aiokafka import TopicPartition
 
-from streams.consumer import MIN_RECORDS, KindConsumer, to_raw_batch
+from streams.consumer import DURATIONS_KEPT, MIN_RECORDS, KindConsumer, to_raw_batch
 from streams.runtime import Runtime
 from streams.settings import Settings
 from streams.topology import load_topology
@@ -65,3 +67,69 @@ def test_the_slice_is_a_quarter_of_the_tightest_budget() -> None:
     consumer = KindConsumer(runtime, "air", Settings())
     assert consumer.slice_s == tightest / 4000
     assert consumer.fetch_limit == topology.kind("air").batch.max_messages
+
+
+def _consumer(kind: str) -> KindConsumer:
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import Metrics
+
+    runtime = Runtime.__new__(Runtime)
+    runtime.topology = load_topology(REPO / "topology.yaml")
+    runtime.metrics = Metrics.create(CollectorRegistry())
+    return KindConsumer(runtime, kind, Settings())
+
+
+def test_the_window_is_half_the_budget_minus_the_p99_batch_time() -> None:
+    consumer = _consumer("traffic")
+    budget_s = consumer.runtime.topology.kind("traffic").batch.budget_ms / 1000
+    assert consumer.window_s == budget_s / 2  # before any batch
+    for _ in range(32):
+        consumer._learn_duration(0.020)
+    assert abs(consumer.window_s - (budget_s / 2 - 0.020)) < 1e-9
+    for _ in range(DURATIONS_KEPT):  # batches slower than half the budget: no waiting at all
+        consumer._learn_duration(budget_s)
+    assert consumer.window_s == 0.0
+
+
+class _ScriptedKafka:
+    """getmany answers from a script of fetches; then nothing, after the timeout."""
+
+    def __init__(self, fetches: list[dict[TopicPartition, list[_Record]]]) -> None:
+        self.fetches = fetches
+        self.calls: list[int] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[_Record]]:
+        self.calls.append(max_records)
+        if self.fetches:
+            return self.fetches.pop(0)
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+
+def _records(tp: TopicPartition, first: int, n: int) -> list[_Record]:
+    return [_Record(b"{}", None, first + i, 0) for i in range(n)]
+
+
+async def test_a_busy_batch_collects_until_the_fetch_limit() -> None:
+    consumer = _consumer("hazmat")
+    consumer.window_s, consumer.fetch_limit = 5.0, 10
+    tp0, tp1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    kafka = _ScriptedKafka([{tp0: _records(tp0, 3, 4)}, {tp1: _records(tp1, 0, 2), tp0: _records(tp0, 7, 1)},
+                            {tp0: _records(tp0, 8, 5)}])
+    consumer._consumer = kafka  # type: ignore[assignment]
+    got = await asyncio.wait_for(consumer._coalesce({tp0: _records(tp0, 0, 3)}), 2.0)  # long before the window ends
+    assert [r.offset for r in got[tp0]] == list(range(8))  # in offset order, across fetches
+    assert [r.offset for r in got[tp1]] == [0, 1]
+    assert kafka.calls == [7, 3]  # each fetch asks only for what is left; none once the limit is met
+
+
+async def test_a_busy_batch_closes_when_its_window_ends() -> None:
+    consumer = _consumer("hazmat")
+    consumer.window_s, consumer.fetch_limit = 0.05, 1000
+    tp0 = TopicPartition("t", 0)
+    consumer._consumer = _ScriptedKafka([])  # type: ignore[assignment]
+    t0 = time.monotonic()
+    got = await consumer._coalesce({tp0: _records(tp0, 0, 1)})
+    assert 0.04 <= time.monotonic() - t0 < 1.0
+    assert [r.offset for r in got[tp0]] == [0]
