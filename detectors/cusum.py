@@ -16,6 +16,10 @@ reset at a threshold (thresholds belong to routes); the sums decay back to 0
 once readings return to normal or the slow baseline absorbs the new level.
 The first ``warmup`` readings score 0 and do not accumulate.
 
+Cost: ``scan`` runs only the recursions round by round (the EWMA, then both sums,
+``detectors.recursions``); the standardization is computed for all rows at once from
+the states before them, bit for bit what ``step`` computes one round at a time.
+
 ``min_sd`` floors the standard deviation in the quantity's own units: the
 instrument's resolution. A gas detector sitting at its zero in clean air has a
 variance near 0, and its last-digit wobble (autocorrelated, so it comes in runs)
@@ -28,10 +32,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
 from detectors.params import check_at_least, check_below_one, check_choice, floats, ints
-from detectors.series import SeriesDetector
+from detectors.recursions import ewma_after, ewma_before
+from detectors.rounds import RoundPlan
+from detectors.series import Series, SeriesDetector
 from detectors.state import Field
 from detectors.stats import ewma_fold, scale
 
@@ -44,6 +51,7 @@ class TwoSidedCusum(SeriesDetector):
 
     measure: ClassVar[str] = "cusum"
     anomaly: ClassVar[str] = "spike"
+    exact_scan: ClassVar[bool] = True
 
     def __init__(
         self, context: DetectorContext, *, quantity: str, alpha: float = 0.01, k: float = 0.5, warmup: int = 30,
@@ -88,3 +96,59 @@ class TwoSidedCusum(SeriesDetector):
         ints(self.state["n"])[sensor] = n
         out: FloatArray = up if self.side == "up" else down if self.side == "down" else np.maximum(up, down)
         return out
+
+    def scan(self, series: Series) -> FloatArray:
+        plan, g = series.plan(), series.segments
+        counts, means, variances = ints(self.state["n"]), floats(self.state["mean"]), floats(self.state["var"])
+        ups, downs = floats(self.state["up"]), floats(self.state["down"])
+        sensor = series.head_sensor()[plan.perm]  # per place of a round
+        n0 = counts[series.head_sensor()]
+        n = n0[g.seg] + g.rank + 1
+        w = np.maximum(self.alpha, 1.0 / n)
+        omw = 1.0 - w
+        x = series.value
+        x_r, w_r, omw_r = plan.to_rounds(x), plan.to_rounds(w), plan.to_rounds(omw)
+        mean_r, var_r = ewma_before(plan, x_r, w_r, means[sensor], variances[sensor], omw_r)
+        assert var_r is not None
+        live_r = plan.to_rounds(n > self.warmup)
+        z_r = np.where(live_r, (x_r - mean_r) / np.maximum(scale(var_r, mean_r), self.min_sd), 0.0)
+        # both sums as two interleaved channels: S- - z is S- + (-z), exactly
+        zz = np.empty((z_r.shape[0], 2))
+        zz[:, 0] = z_r
+        np.negative(z_r, out=zz[:, 1])
+        sums0 = np.empty((sensor.shape[0], 2))
+        sums0[:, 0], sums0[:, 1] = ups[sensor], downs[sensor]
+        after = _cusum_after(plan, zz, sums0, self.k, None if bool(live_r.all()) else live_r)
+        last = plan.last
+        means[sensor], variances[sensor] = ewma_after(mean_r[last], var_r[last], x_r[last], w_r[last], omw_r[last])
+        ups[sensor], downs[sensor] = after[last, 0], after[last, 1]
+        counts[sensor] = n0[plan.perm] + g.size[plan.perm]
+        up, down = plan.to_grouped(after[:, 0]), plan.to_grouped(after[:, 1])
+        out: FloatArray = up if self.side == "up" else down if self.side == "down" else np.maximum(up, down)
+        return out
+
+
+def _cusum_after(plan: RoundPlan, z: FloatArray, start: FloatArray, k: float,
+                 live: npt.NDArray[np.bool_] | None) -> FloatArray:
+    """Per row (round-major) and channel: S = max(0, (S + z) - k), 0 where not ``live``."""
+    out = np.empty_like(z)
+    n_seg = start.shape[0]
+    first = out[:n_seg]
+    np.add(start, z[:n_seg], out=first)
+    first -= k
+    np.maximum(0.0, first, out=first)
+    if live is not None:
+        first[~live[:n_seg]] = 0.0
+    b, c = plan.bounds, plan.counts
+    flat, zf = out.reshape(-1), z.reshape(-1)
+    for r in range(len(c) - 1):
+        lo, nlo, width = b[r] * 2, b[r + 1] * 2, c[r + 1] * 2
+        s = flat[nlo : nlo + width]
+        np.add(flat[lo : lo + width], zf[nlo : nlo + width], out=s)
+        s -= k
+        np.maximum(0.0, s, out=s)
+        if live is not None:
+            dead = ~live[b[r + 1] : b[r + 1] + c[r + 1]]
+            if dead.any():
+                s.reshape(-1, 2)[dead] = 0.0
+    return out

@@ -57,9 +57,11 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
-from detectors.novelty import MAX_KEYS, day_phase, mark_seen, n_words, phase_key, quantize, roll
+from detectors.novelty import _BIT, MAX_KEYS, WORD_BITS, day_phase, mark_seen, n_words, phase_key, quantize, roll
 from detectors.params import check_at_least, check_below_one
-from detectors.series import SeriesDetector
+from detectors.recursions import ewma_after, ewma_before, fold_after, previous_rows
+from detectors.rounds import RoundPlan, Segments, group_by_sensor, rounds
+from detectors.series import Series, SeriesDetector
 from detectors.state import Field
 from detectors.stats import ABS_FLOOR, REL_FLOOR, TAIL_NINES, gaussian_nines
 
@@ -100,6 +102,7 @@ class Ensemble(SeriesDetector):
 
     measure: ClassVar[str] = "anomaly_likelihood"
     anomaly: ClassVar[str] = "spike"
+    exact_scan: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -204,6 +207,257 @@ class Ensemble(SeriesDetector):
         out: FloatArray = level / (level + TAIL_NINES)
         out *= new
         return out
+
+    def scan(self, series: Series) -> FloatArray:
+        """``step`` for a whole batch: only the recursions run round by round
+        (``detectors.recursions``: the running [min, max], the EWMAs of the value, its steps
+        and the novel-key rates, the time-of-day slots, the calibration and the peak); every
+        quantity that only reads them is computed for all rows at once with the operations
+        ``step`` performs, so scores and state are the same to the bit."""
+        plan, g = series.plan(), series.segments
+        sensor = series.head_sensor()[plan.perm].astype(np.int64)  # per place of a round
+        stats = self.state[STATS]
+        state = stats[sensor]  # (places, statistics)
+        col = {name: state[:, i] for i, name in enumerate(STATE)}
+        n_rows = series.value.shape[0]
+        rank = plan.to_rounds(g.rank)  # everything below is round-major
+        bounds = np.asarray(plan.bounds, np.int64)
+        place = np.arange(n_rows, dtype=np.int64) - bounds[rank]
+        x = np.ascontiguousarray(plan.to_rounds(series.value), np.float64)
+        t = plan.to_rounds(series.event_ms)
+        row_sensor = sensor[place]
+
+        # counts and learning: small integers in floats, exact
+        n0 = col["n"][place]
+        n = n0 + (rank + 1)
+        first = 1.0 / n
+        first_ms = np.where(n0 == 0.0, t[place].astype(np.float64), col["first_ms"][place])
+        learned = np.greater(n, self.warmup) & (np.subtract(t, first_ms) >= self.warmup_ms)
+        phase = day_phase(t, self.context.utc_offset_s, self.phases)
+
+        # novelty: bins of the running [min, max] (hi as the minimum of -x), keys, seen bits
+        x2 = np.empty((n_rows, 2))
+        x2[:, 0] = x
+        np.negative(x, out=x2[:, 1])
+        start = np.empty((sensor.shape[0], 2))
+        start[:, 0] = col["lo"]
+        np.negative(col["hi"], out=start[:, 1])
+        bounds_after = fold_after(plan, np.minimum, x2, start)
+        lo = np.ascontiguousarray(bounds_after[:, 0])
+        hi = np.negative(bounds_after[:, 1])
+        span = np.subtract(hi, lo)
+        span += 1e-300
+        quant = np.subtract(x, lo)
+        quant /= span
+        quant *= self.bins
+        q = quant.astype(np.intp)
+        np.minimum(q, self.bins - 1, out=q)
+        key = self._keys(q, rank, place, bounds, col["key"].astype(np.intp))
+        new = self._first_seen(self.state[SEEN], row_sensor, key)
+        new &= np.greater_equal(n, self.pattern)
+        day_key = phase_key(key, phase, self.bins, self.phase_pattern)
+        day_new = self._first_seen(self.state[DAY_SEEN], row_sensor, day_key)
+        day_new &= np.greater_equal(n, self.phase_pattern)
+
+        # the EWMAs driven by the readings alone, six channels in one recursion: fast mean/var,
+        # slow mean/var, and (means only) the short EWMA, the step variance, both novel rates
+        prev_pos = previous_rows(plan, rank)
+        prev = np.where(rank > 0, x[prev_pos], col["prev"][place])
+        np.copyto(prev, x, where=np.equal(n, 1.0))  # the first step is 0
+        d_step = np.subtract(x, prev)
+        sq_step = np.multiply(d_step, d_step)
+        a = np.maximum(first, self.alpha)
+        w_slow = np.maximum(first, self.slow_alpha)
+        w_short = np.maximum(first, self.short_alpha)
+        chan_x = np.stack([x, x, x, sq_step, new.astype(np.float64), day_new.astype(np.float64)], axis=1)
+        chan_w = np.stack([a, w_slow, w_short, a, np.full(n_rows, self.short_alpha), np.full(n_rows, self.short_alpha)],
+                          axis=1)
+        chan_omw = np.zeros((n_rows, 6))  # no variance kept for the means-only channels
+        np.subtract(1.0, a, out=chan_omw[:, 0])
+        np.subtract(1.0, w_slow, out=chan_omw[:, 1])
+        mean0 = np.stack([col["fast_mean"], col["slow_mean"], col["short_mean"], col["step_var"], col["novel"],
+                          col["day_novel"]], axis=1)
+        var0 = np.zeros_like(mean0)
+        var0[:, 0], var0[:, 1] = col["fast_var"], col["slow_var"]
+        before, var_before = ewma_before(plan, chan_x, chan_w, mean0, var0, chan_omw, squared_first=True)
+        assert var_before is not None
+        fast_mean, slow_mean, short_mean, step_var = (np.ascontiguousarray(before[:, i]) for i in range(4))
+        fast_var, slow_var = np.ascontiguousarray(var_before[:, 0]), np.ascontiguousarray(var_before[:, 1])
+        short = short_mean + w_short * np.subtract(x, short_mean)
+        novel = before[:, 4] + np.subtract(new, before[:, 4]) * self.short_alpha
+        day_novel = before[:, 5] + np.subtract(day_new, before[:, 5]) * self.short_alpha
+
+        # the raw score: log(1 + max |z|) of point, step and shift
+        d_point = np.subtract(x, fast_mean)
+        d_shift = np.subtract(short, slow_mean)
+        floor = np.multiply(x, REL_FLOOR)
+        floor *= floor
+        floor += _FLOOR2
+        z2 = np.divide(np.multiply(d_point, d_point), np.add(fast_var, floor))
+        np.maximum(z2, np.divide(sq_step, np.add(step_var, floor)), out=z2)
+        np.maximum(z2, np.divide(np.multiply(d_shift, d_shift), np.add(slow_var, floor)), out=z2)
+        raw = np.log1p(np.sqrt(z2, out=z2), out=z2)
+        raw *= np.greater(n, 2.0)
+
+        # explained by the time of day: one recursion per (sensor, part of the day)
+        self._season(plan, g, row_sensor, phase, x, raw, learned)
+
+        # calibration: raw score and both novel rates against their long-horizon mean/variance
+        w = np.maximum(first, self.likelihood_alpha)
+        cal_x = np.stack([raw, novel, day_novel], axis=1)
+        cal_w = np.repeat(w[:, None], 3, axis=1)
+        cal_omw = np.subtract(1.0, cal_w)
+        cal_mean0 = np.stack([col["raw_mean"], col["novel_mean"], col["day_mean"]], axis=1)
+        cal_var0 = np.stack([col["raw_var"], col["novel_var"], col["day_var"]], axis=1)
+        cal_mean, cal_var = ewma_before(plan, cal_x, cal_w, cal_mean0, cal_var0, cal_omw, squared_first=True)
+        assert cal_var is not None
+        scale = np.sqrt(cal_var)
+        scale += ABS_FLOOR
+        zs = np.divide(np.subtract(cal_x, cal_mean), scale)
+        z = np.maximum(np.maximum(zs[:, 0], zs[:, 1]), zs[:, 2])
+        level = gaussian_nines(z, scratch=np.empty(n_rows))
+        level *= learned
+
+        # new peaks: the decayed peak is a recursion; the refractory one over the candidates
+        peak_after, decayed = self._peaks(plan, level, col["peak"])
+        quiet = col["quiet_until"].copy()
+        reported = self._reports(level, decayed, n, place, quiet)
+        out: FloatArray = level / (level + TAIL_NINES)
+        out *= reported
+
+        # the state after each sensor's last row
+        last = plan.last
+        fast_slow = ewma_after(before[last], var_before[last], chan_x[last], chan_w[last], chan_omw[last],
+                               squared_first=True)
+        cal_after = ewma_after(cal_mean[last], cal_var[last], cal_x[last], cal_w[last], cal_omw[last],
+                               squared_first=True)
+        after = state.copy()
+        updates = {
+            "n": n[last], "first_ms": first_ms[last], "prev": x[last], "lo": lo[last], "hi": hi[last],
+            "key": key[last].astype(np.float64), "fast_mean": fast_slow[0][:, 0], "slow_mean": fast_slow[0][:, 1],
+            "short_mean": fast_slow[0][:, 2], "step_var": fast_slow[0][:, 3], "novel": fast_slow[0][:, 4],
+            "day_novel": fast_slow[0][:, 5], "raw_mean": cal_after[0][:, 0], "novel_mean": cal_after[0][:, 1],
+            "day_mean": cal_after[0][:, 2], "peak": peak_after[last], "quiet_until": quiet,
+        }
+        updates |= {"fast_var": fast_slow[1][:, 0], "slow_var": fast_slow[1][:, 1], "raw_var": cal_after[1][:, 0],
+                    "novel_var": cal_after[1][:, 1], "day_var": cal_after[1][:, 2]}
+        for name, values in updates.items():
+            after[:, STATE.index(name)] = values
+        stats[sensor] = after
+        result: FloatArray = plan.to_grouped(out)
+        return result
+
+    def _keys(self, q: IntArray, rank: IntArray, place: IntArray, bounds: IntArray, key0: IntArray) -> IntArray:
+        """``roll`` for every row at once: the last ``pattern`` bins of the sensor as a number
+        (the bins of earlier batches from ``key0``, per place), exact integer arithmetic."""
+        size = self.bins**self.pattern
+        key = np.zeros(q.shape[0], np.intp)
+        for lag in range(self.pattern):  # the bin ``lag`` readings back, in digit ``lag``
+            has = rank >= lag
+            back = bounds[np.maximum(rank - lag, 0)] + place
+            key += np.where(has, q[back], 0) * self.bins**lag
+        carried = key0[place] * self.bins ** np.minimum(rank + 1, self.pattern)  # earlier batches' digits
+        key += carried % size
+        key %= size
+        out: IntArray = key
+        return out
+
+    @staticmethod
+    def _first_seen(seen: npt.NDArray[np.uint64], sensor: IntArray, key: IntArray) -> BoolArray:
+        """``mark_seen`` for every row at once: a row's key is new when its bit was clear
+        before the batch and no earlier row of its sensor had it; sets the bits."""
+        assert seen.flags.c_contiguous
+        flat = seen.reshape(-1)
+        words = seen.shape[1]
+        where = sensor * words
+        where += key >> 6
+        mask = _BIT[key & (WORD_BITS - 1)]
+        new: BoolArray = np.equal(np.bitwise_and(flat[where], mask), 0)
+        pair = sensor * (words * WORD_BITS) + key
+        first = np.zeros(pair.shape[0], np.bool_)
+        first[np.unique(pair, return_index=True)[1]] = True  # rows are in each sensor's order
+        new &= first
+        np.bitwise_or.at(flat, where[new], mask[new])
+        return new
+
+    def _season(self, plan: RoundPlan, g: Segments, row_sensor: IntArray, phase: IntArray, x: FloatArray,
+                raw: FloatArray, learned: BoolArray) -> None:
+        """``_explain_by_season`` for every row (round-major, ``raw`` updated in place); the
+        slots' recursion runs round by round per (sensor, part of the day)."""
+        cell = row_sensor * self.phases + phase
+        mean_all, var_all, n_all = (self.state[name].reshape(-1) for name in SEASON)
+        rank = plan.to_rounds(g.rank)
+        if bool(np.all(cell[previous_rows(plan, rank)] == cell)):  # one part of the day per sensor here
+            idx, cplan, c_rank = None, plan, rank
+        else:
+            cells = group_by_sensor(plan.to_grouped(cell))
+            cplan = RoundPlan.of(cells)
+            idx = plan.position[cells.order[cplan.order]]  # cell-round-major -> round-major
+            c_rank = cells.rank[cplan.order]
+        c_place = np.arange(cell.shape[0], dtype=np.int64) - np.asarray(cplan.bounds, np.int64)[c_rank]
+        xc = x if idx is None else x[idx]
+        slot = (cell if idx is None else cell[idx])[: cplan.counts[0]]  # round 0: every cell, by place
+        visits = n_all[slot][c_place] + c_rank
+        w = np.divide(1.0, visits + 1.0)
+        np.maximum(w, self.seasonal_alpha, out=w)
+        omw = np.subtract(1.0, w)
+        mean, var = ewma_before(cplan, xc, w, mean_all[slot], var_all[slot], omw, squared_first=True)
+        assert var is not None
+        last = cplan.last
+        after_mean, after_var = ewma_after(mean[last], var[last], xc[last], w[last], omw[last], squared_first=True)
+        mean_all[slot], var_all[slot], n_all[slot] = after_mean, after_var, visits[last] + 1.0
+        if idx is not None:
+            back = np.empty_like(idx)
+            back[idx] = np.arange(idx.shape[0], dtype=np.int64)
+            mean, var, visits = mean[back], var[back], visits[back]
+        d = np.subtract(x, mean)
+        floor = np.multiply(x, REL_FLOOR)
+        floor *= floor
+        floor += _FLOOR2
+        floor += var
+        z = np.divide(np.multiply(d, d), floor)
+        seasonal = np.log1p(np.sqrt(z, out=z), out=z)
+        np.minimum(raw, seasonal, out=seasonal)
+        warm = np.greater_equal(visits, SEASON_MIN_VISITS)
+        warm &= learned
+        np.copyto(raw, seasonal, where=warm)
+
+    def _peaks(self, plan: RoundPlan, level: FloatArray, peak0: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Per row (round-major): the peak after it, max(level, decayed), and the decayed
+        peak before it."""
+        after, decayed = np.empty_like(level), np.empty_like(level)
+        n_seg = peak0.shape[0]
+        np.multiply(peak0, self.peak_decay, out=decayed[:n_seg])
+        np.maximum(level[:n_seg], decayed[:n_seg], out=after[:n_seg])
+        b, c = plan.bounds, plan.counts
+        for r in range(len(c) - 1):
+            lo, nlo, width = b[r], b[r + 1], c[r + 1]
+            d = decayed[nlo : nlo + width]
+            np.multiply(after[lo : lo + width], self.peak_decay, out=d)
+            np.maximum(level[nlo : nlo + width], d, out=after[nlo : nlo + width])
+        return after, decayed
+
+    def _reports(self, level: FloatArray, decayed: FloatArray, n: FloatArray, place: IntArray,
+                 quiet: FloatArray) -> BoolArray:
+        """Whether each row's level is reported; ``quiet`` (per place) is updated. Only rows
+        above their decayed peak and the floor can be; those go through the refractory
+        recursion in each sensor's order."""
+        reported = np.zeros(level.shape[0], np.bool_)
+        candidate = np.flatnonzero(np.greater(level, decayed) & np.greater_equal(level, REPORT_FLOOR_NINES))
+        if candidate.size == 0:
+            return reported
+        breaks = np.greater(level[candidate], np.multiply(decayed[candidate], REFRACTORY_BREAK))
+        grouped = group_by_sensor(place[candidate])  # positions ascend with rank: each place's in order
+        by_rank, bounds = rounds(grouped)
+        picked = grouped.order[by_rank]
+        for lo, hi in bounds:
+            i = picked[lo:hi]
+            rows, where = candidate[i], place[candidate[i]]
+            until = quiet[where]
+            free = np.greater(n[rows], until) | breaks[i]
+            reported[rows] = free
+            quiet[where] = np.where(free, np.add(n[rows], self.refractory), until)
+        return reported
 
     def _raw_score(self, g: dict[str, FloatArray], t: list[FloatArray], b: list[BoolArray], x: FloatArray) -> FloatArray:
         """log(1 + max |z|) of point, step and shift, in t[7]; folds ``x`` into ``g``.

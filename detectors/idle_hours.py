@@ -27,7 +27,7 @@ import numpy as np
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
 from detectors.params import check_fraction, check_int_at_least, floats, ints
-from detectors.rounds import rounds
+from detectors.rounds import RoundPlan
 from detectors.series import Series, SeriesDetector
 from detectors.state import Field
 
@@ -100,26 +100,37 @@ class WorkingHoursIdle(SeriesDetector):
             sub = series
         else:
             sub = Series(series.sensor[on], series.event_ms[on], series.value[on], series.segments.subset(on))
-        by_rank, bounds = rounds(sub.segments)
-        s, v = sub.sensor[by_rank], sub.value[by_rank]
-        out = np.empty(s.shape[0], np.float64)
-        for lo, hi in bounds:
-            out[lo:hi] = self._learn(s[lo:hi], v[lo:hi])
-        learned = np.empty_like(out)
-        learned[by_rank] = out
-        score[on] = learned
+        plan = series.plan() if sub is series else RoundPlan.of(sub.segments)
+        sensor = sub.head_sensor()[plan.perm].astype(np.int64)  # by place
+        level, n = floats(self.state["level"]), ints(self.state["n"])
+        base, count = level[sensor], n[sensor]  # compact: round k updates a prefix in place
+        v = np.ascontiguousarray(plan.to_rounds(sub.value), np.float64)
+        out = np.empty(v.shape[0], np.float64)
+        b, c = plan.bounds, plan.counts
+        for k in range(len(c)):
+            lo, width = b[k], c[k]
+            out[lo : lo + width] = self._fold(base[:width], count[:width], v[lo : lo + width])
+        level[sensor], n[sensor] = base, count
+        score[on] = plan.to_grouped(out)
         return score
 
     def _learn(self, sensor: Int32Array, value: FloatArray) -> FloatArray:
         """Score working-hours readings of distinct sensors and fold them in."""
         level, n = floats(self.state["level"]), ints(self.state["n"])
         base, count = level[sensor], n[sensor]
-        ready = (count >= self.warmup) & (base > 0)
-        score: FloatArray = np.where(ready, np.clip(1.0 - value / np.where(ready, base, 1.0), 0.0, 1.0), 0.0)
+        score = self._fold(base, count, value)
+        level[sensor], n[sensor] = base, count
+        return score
+
+    def _fold(self, level: FloatArray, n: IntArray, value: FloatArray) -> FloatArray:
+        """Score readings of distinct sensors against their ``level``/``n`` and fold them
+        in (both updated in place)."""
+        ready = (n >= self.warmup) & (level > 0)
+        score: FloatArray = np.where(ready, np.clip(1.0 - value / np.where(ready, level, 1.0), 0.0, 1.0), 0.0)
         learn = ~(self.protect & (score >= self.protect_above))
-        weight = np.maximum(self.alpha, 1.0 / (count + 1.0))  # a plain mean while warming up
-        level[sensor] = np.where(learn, base + weight * (value - base), base)
-        n[sensor] = count + learn
+        weight = np.maximum(self.alpha, 1.0 / (n + 1.0))  # a plain mean while warming up
+        np.copyto(level, level + weight * (value - level), where=learn)
+        n += learn
         return score
 
     @classmethod

@@ -68,7 +68,7 @@ import numpy.typing as npt
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
 from detectors.params import check_at_least, check_int_at_least, floats, ints
 from detectors.readings import Readings
-from detectors.rounds import Segments, group_by_sensor, newest_before, rounds, segment_searchsorted, segments_of
+from detectors.rounds import RoundPlan, Segments, group_by_sensor, newest_before, segment_searchsorted, segments_of
 from detectors.state import NEVER_MS, Field, SensorState, StateBacked
 
 MEASURE: Final = "silent_periods"
@@ -504,16 +504,26 @@ class NoSignal(StateBacked):
         valid = (before != NEVER_MS) & (track.prev != NEVER_MS) & (track.last > track.prev)
         x = np.where(valid, np.maximum(before + self.tick_ms // 2 - track.prev, 0), 0).astype(np.float64)
         step_ms = STALE_STEP_PERIODS * self.tick_ms
-        by_rank, bounds = rounds(track.segments)
-        q = view.stale[track.sensor].copy()  # per segment
-        seg = track.segments.seg
-        for lo, hi in bounds:
-            rows = by_rank[lo:hi]
-            k = seg[rows]
-            moved = q[k] + step_ms * (STALE_QUANTILE - (x[rows] < q[k]))
-            moved = np.where(track.count[rows] <= self.warmup_readings, np.maximum(q[k], x[rows]), moved)
-            q[k] = np.where(valid[rows], np.maximum(moved, 0.0), q[k])
-            out[rows] = q[k]
+        plan = RoundPlan.of(track.segments)  # round k: every sensor's k-th reading, a prefix of places
+        q = view.stale[track.sensor[plan.perm]]  # per place, updated in place round by round
+        x_r, valid_r = plan.to_rounds(x), plan.to_rounds(valid)
+        early_r = plan.to_rounds(track.count <= self.warmup_readings)
+        any_early = bool(early_r.any())
+        after = np.empty(x.shape[0])
+        moved, top = np.empty(q.shape[0]), np.empty(q.shape[0])
+        b, c = plan.bounds, plan.counts
+        for k in range(len(c)):
+            lo, width = b[k], c[k]
+            hi = lo + width
+            qk, xk, m = q[:width], x_r[lo:hi], moved[:width]
+            np.multiply(step_ms, np.subtract(STALE_QUANTILE, np.less(xk, qk)), out=m)
+            m += qk
+            if any_early:
+                np.copyto(m, np.maximum(qk, xk, out=top[:width]), where=early_r[lo:hi])
+            np.maximum(m, 0.0, out=m)
+            np.copyto(qk, m, where=valid_r[lo:hi])
+            after[lo:hi] = qk
+        out[:] = plan.to_grouped(after)
         return out
 
     def _tick_before(self, position: IntArray, crossing: IntArray, tick: IntArray, start: int, w0: int) -> IntArray:

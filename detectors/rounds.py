@@ -17,6 +17,7 @@ sensor is many.
 from __future__ import annotations
 
 import functools
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,3 +175,59 @@ def segment_searchsorted(t: IntArray, seg: IntArray, query: IntArray, query_seg:
     q = order[order >= t.shape[0]]
     result[q - t.shape[0]] = rows_before[np.flatnonzero(order >= t.shape[0])]
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class RoundPlan:
+    """Rounds of a grouping, laid out so that every round is one contiguous slice.
+
+    Segments are put in one fixed order, longest first (``perm``); round k holds the
+    k-th row of every segment with more than k rows, in that order. So the segments
+    active in round k + 1 are the first ``counts[k + 1]`` of round k: a recursion that
+    carries per-segment state from round to round reads round k's slice and writes the
+    front of round k + 1's, with no gather or scatter (``detectors.recursions``).
+
+    ``order`` maps each round-major position to its grouped row; round k occupies
+    positions ``bounds[k] .. bounds[k + 1]``, ``counts[k]`` rows."""
+
+    order: IntArray  # round-major position -> grouped row
+    position: IntArray  # grouped row -> round-major position (the inverse of ``order``)
+    perm: IntArray  # segment at each place of a round (longest first)
+    bounds: list[int]
+    counts: list[int]
+    last: IntArray  # per place: round-major position of that segment's last row
+    identity: bool  # one round (every segment once, in segment order): ``order`` is arange
+
+    @property
+    def n_rounds(self) -> int:
+        return len(self.counts)
+
+    @classmethod
+    def of(cls, segments: Segments) -> RoundPlan:
+        n, n_seg = segments.rank.shape[0], segments.head.shape[0]
+        if n == n_seg:
+            rows = distinct(n).order
+            return cls(rows, rows, rows, [0, n], [n] if n else [], rows, True)
+        size = segments.size
+        perm = np.argsort(-size, kind="stable").astype(np.int64)
+        place = np.empty(n_seg, np.int64)
+        place[perm] = np.arange(n_seg, dtype=np.int64)
+        longest = int(size[perm[0]])
+        # counts[k]: segments with more than k rows
+        per_size = np.bincount(size, minlength=longest + 1)
+        counts = n_seg - np.cumsum(per_size)[:longest]
+        bounds = np.zeros(longest + 1, np.int64)
+        np.cumsum(counts, out=bounds[1:])
+        position = bounds[segments.rank] + place[segments.seg]
+        order = np.empty(n, np.int64)
+        order[position] = np.arange(n, dtype=np.int64)
+        last = bounds[size[perm] - 1] + np.arange(n_seg, dtype=np.int64)
+        return cls(order, position, perm, bounds.tolist(), counts.tolist(), last, False)
+
+    def to_rounds(self, a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """A grouped-order array (first axis: rows) in round-major order."""
+        return a if self.identity else a[self.order]
+
+    def to_grouped(self, a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """A round-major array back in grouped order."""
+        return a if self.identity else a[self.position]

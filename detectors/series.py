@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,17 +26,9 @@ import numpy.typing as npt
 
 from detectors.base import FLAG_NORMAL, DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
 from detectors.rounds import Segments, distinct, group_by_sensor, newest_before, rounds
+from detectors.views import Series as Series
+from detectors.views import views
 from detectors.state import NEVER_MS, Field, SensorState, StateBacked
-
-
-@dataclass(frozen=True, slots=True)
-class Series:
-    """A batch's fresh readings of one quantity, grouped by sensor (each in arrival order)."""
-
-    sensor: Int32Array
-    event_ms: IntArray
-    value: FloatArray
-    segments: Segments  # segment k = the rows of sensor ``sensor[segments.head[k]]``
 
 
 class SeriesDetector(StateBacked, ABC):
@@ -80,17 +71,28 @@ class SeriesDetector(StateBacked, ABC):
 
     # -- the Detector protocol ---------------------------------------------------------
     def score_and_update(self, batch: ReadingBatch) -> Scores:
+        shared = views(batch)
         if len(batch):  # every sensor of the batch gets state (a checkpoint may ask for any of them)
-            self.resize(int(batch.sensor_idx.max()) + 1)
-        rows = self.select(batch)
-        sensor = batch.sensor_idx[rows]
-        score = self.step_rounds(sensor, batch.event_time_ms[rows], batch.value[rows])
+            self.resize(shared.n_sensors())
+        found = shared.quantity_series(self._quantity_idx)
+        rows = found.rows
+        if found.grouped is None and found.ordered and rows.shape[0]:
+            # the decoder's layout, every sensor's rows in rising event time: the batch's shared
+            # series is the detector's as soon as each sensor's first row is fresh
+            series = found.series
+            heads = series.head_sensor()
+            last = self.state["last_ms"]
+            t = series.event_ms
+            if bool(np.all(t[series.segments.head] > last[heads])):
+                score: FloatArray = self.scan(series) if self.exact_scan else self.step_by_round(series)
+                last[heads] = t[series.segments.tail]
+                return Scores(rows=rows, score=score, measure=self.measure)
+        score = self.step_rounds(batch.sensor_idx[rows], batch.event_time_ms[rows], batch.value[rows])
         return Scores(rows=rows, score=score, measure=self.measure)
 
     def select(self, batch: ReadingBatch) -> IntArray:
-        """The rows this detector scores: its quantity, HJ 212 flag N."""
-        mask = (batch.quantity_idx == self._quantity_idx) & (batch.flag == FLAG_NORMAL)
-        return np.flatnonzero(mask).astype(np.int64)
+        """The rows this detector scores: its quantity, HJ 212 flag N (read-only, shared)."""
+        return views(batch).quantity_rows(self._quantity_idx)
 
     def step_rounds(self, sensor: Int32Array, event_ms: IntArray, value: FloatArray) -> FloatArray:
         """Scores of the rows (0 for late ones), folding the fresh ones in, per sensor in row order."""

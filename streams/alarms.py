@@ -11,10 +11,17 @@ result is identical however the stream is cut into batches.
 Event time: a reading no newer than the last one a route used for that sensor
 (late or duplicate) does not move the alarm; it is counted instead. A gateway
 that uploads a backlog must not clear an alarm raised by fresher readings.
+
+Most batches change nothing on most routes: no score reaches the lowest set
+point (less its deadband) and no sensor of the route is in alarm. Then no level
+can change (clamp(0, 0, hi) = 0), and ``evaluate`` only moves what a batch always
+moves: each sensor's newest event time, the late count, and the carries of the
+route's conditions (a run of crossings is broken, n-of-m windows shift in misses).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +31,7 @@ import numpy.typing as npt
 
 from detectors.base import Int32Array, IntArray, ReadingBatch, Scores
 from detectors.state import NEVER_MS, Field, SensorState
+from detectors.views import RowGroups, views
 from streams import rules
 from streams.rules import NONE_MS
 from streams.catalog import SensorInfo
@@ -64,6 +72,7 @@ class RouteEvaluator:
             "recent_bits": Field(np.uint64, 0, n_levels),  # n_of_m: the last m-1 results
         })
         self._conditional = spec.for_s > 0 or spec.n_of_m is not None or spec.hold_s > 0
+        self._lowest = math.inf  # the lowest signed set point of any level and sensor
         self.resize(sensors)
 
     @property
@@ -81,6 +90,7 @@ class RouteEvaluator:
         if new:
             self._setpoints = np.concatenate([self._setpoints, np.array(new).T], axis=1)
             self.state.resize(len(sensors))
+            self._lowest = float(self._setpoints.min()) if self._setpoints.size else math.inf
 
     def _setpoints_of(self, sensor: SensorInfo | None) -> list[float]:
         points = []
@@ -95,26 +105,94 @@ class RouteEvaluator:
 
     def evaluate(self, batch: ReadingBatch, scores: Scores) -> Transitions:
         rows = scores.rows
+        if rows.shape[0] == 0:
+            return _NO_CHANGE
+        signed = scores.score if self._sign > 0 else -scores.score
+        if float(signed.max()) + max(self.spec.deadband, 0.0) < self._lowest and not self.level.any():
+            # nothing crossed or held, nothing in alarm: the usual batch of most routes
+            if scores.sensor_idx is None:
+                groups = views(batch).row_groups(rows)
+            else:
+                groups = RowGroups.of(*scores.sensors_and_times(batch))
+            return _no_change(self._advance(groups))
         sensor, event_ms = scores.sensors_and_times(batch)
-        signed = self._sign * scores.score
         points = self._setpoints[:, sensor]  # (levels, rows)
         crossed = (signed >= points).sum(axis=0).astype(np.int8)
-        held = (signed + self.spec.deadband >= points).sum(axis=0).astype(np.int8)
+        held = (signed + self.spec.deadband >= points).sum(axis=0).astype(np.int8)  # >= crossed
+        # sensors that may change: a row within a deadband, or in alarm; the others only advance
+        level = self.state["level"]
+        active = level != 0
+        active[sensor[held > 0]] = True
+        pick = active[sensor]
+        n_late = 0
+        sub: IntArray | None = None
+        if not bool(pick.all()):
+            rest = np.flatnonzero(~pick)
+            n_late = self._advance(RowGroups.of(sensor[rest], event_ms[rest]))
+            sub = np.flatnonzero(pick)
+            if sub.shape[0] == 0:
+                return _no_change(n_late)
+            sensor, event_ms, crossed, held, points = sensor[sub], event_ms[sub], crossed[sub], held[sub], points[:, sub]
         conditions = self._apply_conditions if self._conditional else None
         previous, current, late = _scan_levels(self.state, sensor, event_ms, crossed, held, conditions)
         changed = np.flatnonzero(previous != current)
         reached = np.maximum(current[changed], previous[changed])  # the level entered, or the one left
         threshold = self._sign * points[reached - 1, changed] if changed.size else np.zeros(0)
+        at = changed if sub is None else sub[changed]
         return Transitions(
-            rows=rows[changed],
+            rows=rows[at],
             sensor_idx=sensor[changed],
             event_time_ms=event_ms[changed],
             previous=previous[changed],
             current=current[changed],
-            score=scores.score[changed],
+            score=scores.score[at],
             threshold=threshold,
-            n_late=int(np.count_nonzero(late)),
+            n_late=n_late + int(np.count_nonzero(late)),
         )
+
+    def _advance(self, groups: RowGroups) -> int:
+        """Rows of sensors none of which crosses or holds a level and none of which is in
+        alarm: their levels stay 0. Moves the newest event times and the conditions' carries
+        as the full scan would with all-zero crossings; returns how many rows were late."""
+        last_ms = self.state["last_event_ms"]
+        s, t, starts, ends = groups.sensor, groups.event_ms, groups.starts, groups.ends
+        if s.shape[0] == 0:
+            return 0
+        if groups.ordered and starts is not None and ends is not None and bool(np.all(t[starts] > last_ms[s[starts]])):
+            # the usual batch: every row fresh
+            last_ms[s[ends]] = t[ends]
+            if self._conditional:
+                self._advance_conditions(s, starts, ends)
+            return 0
+        order = np.argsort(s, kind="stable")
+        s, t = s[order], t[order]
+        starts, segment, position = _segments(s)
+        newest = _running_max(t, segment, last_ms[s[starts]])
+        stale = _stale(t, starts, position, newest, last_ms[s[starts]])
+        ends = np.r_[starts[1:] - 1, s.shape[0] - 1]
+        last_ms[s[ends]] = newest[ends]
+        if self._conditional:
+            fresh_s = s[~stale]
+            if fresh_s.shape[0]:
+                fresh_starts, fresh_ends = rules.segments(fresh_s)[:2]
+                self._advance_conditions(fresh_s, fresh_starts, fresh_ends)
+        return int(np.count_nonzero(stale))
+
+    def _advance_conditions(self, s: Int32Array, starts: IntArray, ends: IntArray) -> None:
+        """The conditions' carries after fresh rows that cross no level (sorted by sensor):
+        no run in progress, ``length`` misses shifted into the n-of-m windows, hold times
+        unchanged (nothing was within a deadband)."""
+        spec, state = self.spec, self.state
+        first = s[starts]
+        if spec.for_s > 0:
+            state["run_start_ms"][first] = rules.NONE_MS
+        if spec.n_of_m is not None:
+            m = spec.n_of_m[1]
+            keep = np.uint64((1 << max(m - 1, 0)) - 1)
+            length = (ends - starts + 1).astype(np.uint64)[:, None]
+            carry = state["recent_bits"][first]
+            shifted = np.where(length < 64, carry << np.minimum(length, np.uint64(63)), np.uint64(0))
+            state["recent_bits"][first] = (shifted & keep).astype(np.uint64)
 
     def _apply_conditions(self, s: Int32Array, t: IntArray, crossed: Int8Array, held: Int8Array) -> tuple[Int8Array, Int8Array]:
         """(lo, hi) of the clamp per row from for_s / n_of_m / hold_s (rows: fresh, by sensor)."""
@@ -164,7 +242,9 @@ def _scan_levels(
     Each row is the map x -> clamp(x, lo, hi) (a stale row is the identity), and
     clamps compose into clamps, so a segmented doubling scan composes every
     sensor's prefix of maps in log2(longest run) vectorized steps; applying the
-    prefix to the sensor's stored level gives each row's level.
+    prefix to the sensor's stored level gives each row's level. A row with lo == hi
+    is a constant map (the score is outside every deadband), so a prefix need only
+    start at the sensor's latest such row: the runs to compose are short.
     """
     n = sensor.shape[0]
     if n == 0:
@@ -174,9 +254,7 @@ def _scan_levels(
     s, t = sensor[order], event_ms[order]
     starts, segment, position = _segments(s)
     newest = _running_max(t, segment, last_ms[s[starts]])  # newest event time up to each row
-    stale = np.empty(n, np.bool_)
-    stale[starts] = t[starts] <= last_ms[s[starts]]
-    stale[1:][position[1:] > 0] = (t[1:] <= newest[:-1])[position[1:] > 0]
+    stale = _stale(t, starts, position, newest, last_ms[s[starts]])
     lo, hi = crossed[order], held[order]
     if conditions is not None:
         fresh = np.flatnonzero(~stale)
@@ -185,7 +263,11 @@ def _scan_levels(
             lo[fresh], hi[fresh] = conditions(s[fresh], t[fresh], lo[fresh], hi[fresh])
     lo = np.where(stale, np.int8(0), lo).astype(np.int8)
     hi = np.where(stale, np.int8(np.iinfo(np.int8).max), hi).astype(np.int8)
-    _compose_prefix_clamps(lo, hi, position)
+    # a row with lo == hi sets the level whatever it was: compositions need only start there
+    anchor = lo == hi
+    anchor[starts] = True
+    rows = np.arange(n, dtype=np.int64)
+    _compose_prefix_clamps(lo, hi, rows - np.maximum.accumulate(np.where(anchor, rows, 0)))
     cur = np.clip(level[s], lo, hi).astype(np.int8)
     prev = np.empty(n, np.int8)
     prev[1:] = cur[:-1]
@@ -196,6 +278,29 @@ def _scan_levels(
     previous, current, late = np.empty(n, np.int8), np.empty(n, np.int8), np.empty(n, np.bool_)
     previous[order], current[order], late[order] = prev, cur, stale
     return previous, current, late
+
+
+def _stale(t: IntArray, starts: IntArray, position: IntArray, newest: IntArray, seed: IntArray) -> npt.NDArray[np.bool_]:
+    """Rows (sorted by sensor, each sensor's in arrival order) no newer than their sensor's
+    newest event time before them (``seed``: per sensor, before the batch)."""
+    stale = np.empty(t.shape[0], np.bool_)
+    stale[starts] = t[starts] <= seed
+    later = position[1:] > 0
+    stale[1:][later] = (t[1:] <= newest[:-1])[later]
+    return stale
+
+
+def _no_change(n_late: int) -> Transitions:
+    return _NO_CHANGE if n_late == 0 else dataclasses.replace(_NO_CHANGE, n_late=n_late)
+
+
+_EMPTY_INT = np.zeros(0, np.int64)
+_NO_CHANGE = Transitions(
+    rows=_EMPTY_INT, sensor_idx=np.zeros(0, np.int32), event_time_ms=_EMPTY_INT, previous=np.zeros(0, np.int8),
+    current=np.zeros(0, np.int8), score=np.zeros(0, np.float64), threshold=np.zeros(0, np.float64))
+for _a in (_NO_CHANGE.rows, _NO_CHANGE.sensor_idx, _NO_CHANGE.previous, _NO_CHANGE.current, _NO_CHANGE.score,
+           _NO_CHANGE.threshold):
+    _a.flags.writeable = False
 
 
 def _segments(sorted_keys: npt.NDArray[np.int32]) -> tuple[IntArray, IntArray, IntArray]:

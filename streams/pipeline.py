@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
@@ -82,6 +82,8 @@ class KindPipeline:
             for r in spec.routes
             if r.detector in self.detectors
         ]
+        self._alert_sensors: dict[int, tuple[str, str, str, float | None, float | None, SensorInfo | None]] = {}
+        self._detected: tuple[int, str] = (-1, "")
         # what the boards read (streams/latest.py); reset with the state: a partition that
         # moved away must not keep showing its sensors' old values from this worker
         self.latest = LatestValues(
@@ -156,23 +158,24 @@ class KindPipeline:
         return alerts
 
     def _alerts(self, ev: RouteEvaluator, t: Transitions, measure: str, now_ms: int) -> list[Alert]:
+        n = t.rows.shape[0]
+        if n == 0:
+            return []
         return [
-            self._alert(ev.spec, int(t.sensor_idx[i]), int(t.event_time_ms[i]), int(t.previous[i]),
-                        int(t.current[i]), float(t.score[i]), float(t.threshold[i]), measure, now_ms)
-            for i in range(t.rows.shape[0])
+            self._alert(ev.spec, sensor_idx, event_ms, previous, current, score, threshold, measure, now_ms, event_ts)
+            for sensor_idx, event_ms, previous, current, score, threshold, event_ts in zip(
+                t.sensor_idx.tolist(), t.event_time_ms.tolist(), t.previous.tolist(), t.current.tolist(),
+                t.score.tolist(), t.threshold.tolist(), self._iso_many(t.event_time_ms), strict=True)
         ]
 
     def _alert(
         self, route: RouteSpec, sensor_idx: int, event_ms: int, previous: int, current: int,
-        score: float, threshold: float, measure: str, now_ms: int,
+        score: float, threshold: float, measure: str, now_ms: int, event_ts: str | None = None,
     ) -> Alert:
         """One level change as an alarm event; a cleared alarm reports the level it left."""
         status: Status = "firing" if previous == 0 else ("resolved" if current == 0 else "updated")
         severity = route.levels[(current or previous) - 1].severity
-        sensor_id = self.index.sensor_id(sensor_idx)
-        info = self._sensors[sensor_idx]
-        site_id = info.site_id if info else sensor_id
-        district = info.district if info else "unknown"
+        sensor_id, site_id, district, lat, lon, info = self._who(sensor_idx)
         alarm_key = f"{sensor_id}:{route.rule}"
         fields = {
             "rule": route.rule, "sensor_id": sensor_id, "site_id": site_id, "district": district,
@@ -182,12 +185,22 @@ class KindPipeline:
             alert_id=alert_id(alarm_key, status, event_ms, previous, current),
             alarm_key=alarm_key, status=status, severity=severity.value, level=severity.colour,
             rule=route.rule, kind=self.kind, sensor_id=sensor_id, site_id=site_id, district=district,
-            lat=info.lat if info else None, lon=info.lon if info else None,
-            quantity=measure, value=score, threshold=threshold, score=score,
-            event_ts=self._iso(event_ms), event_time_ms=event_ms, detected_at=self._iso(now_ms),
-            departments=self._departments(route, info),
+            lat=lat, lon=lon, quantity=measure, value=score, threshold=threshold, score=score,
+            event_ts=self._iso(event_ms) if event_ts is None else event_ts, event_time_ms=event_ms,
+            detected_at=self._detected_at(now_ms), departments=self._departments(route, info),
             summary=_summary(route, fields),
         )
+
+    def _who(self, sensor_idx: int) -> tuple[str, str, str, float | None, float | None, SensorInfo | None]:
+        """What an alarm event says about a sensor (cached: indices and the catalog are fixed)."""
+        found = self._alert_sensors.get(sensor_idx)
+        if found is None:
+            sensor_id = self.index.sensor_id(sensor_idx)
+            info = self._sensors[sensor_idx] if sensor_idx < len(self._sensors) else None
+            found = (sensor_id, info.site_id if info else sensor_id, info.district if info else "unknown",
+                     info.lat if info else None, info.lon if info else None, info)
+            self._alert_sensors[sensor_idx] = found
+        return found
 
     def _departments(self, route: RouteSpec, info: SensorInfo | None) -> list[str]:
         if route.departments:
@@ -198,6 +211,24 @@ class KindPipeline:
 
     def _iso(self, ms: int) -> str:
         return datetime.fromtimestamp(ms / 1000, self._tz).isoformat(timespec="milliseconds")
+
+    def _detected_at(self, now_ms: int) -> str:
+        """``_iso(now_ms)``, once per batch."""
+        if self._detected[0] != now_ms:
+            self._detected = (now_ms, self._iso(now_ms))
+        return self._detected[1]
+
+    def _iso_many(self, ms: IntArray) -> list[str]:
+        """``_iso`` of each event time, formatted by numpy in one call (the city's offset is a
+        whole number of minutes: ``isoformat`` then writes it as the fixed suffix)."""
+        offset = self._tz.utcoffset(None)
+        if len(ms) < 4 or offset is None or offset.seconds % 60 or offset.microseconds:
+            return [self._iso(m) for m in ms.tolist()]
+        local = np.asarray(ms, np.int64) + offset // timedelta(milliseconds=1)
+        if int(local.min()) < _YEAR_1000_MS or int(local.max()) >= _YEAR_10000_MS:
+            return [self._iso(m) for m in ms.tolist()]
+        suffix = self._iso(0)[23:]
+        return [text + suffix for text in np.datetime_as_string(local.astype("datetime64[ms]"), unit="ms").tolist()]
 
     def restore(self, active: Sequence[Alert]) -> int:
         """Set every alarm level from the live alarms (Redis) after a restart."""
@@ -217,6 +248,10 @@ class KindPipeline:
                 ev.last_event_ms[sensor_idx] = max(ev.last_event_ms[sensor_idx], a.event_time_ms)
                 restored += 1
         return restored
+
+
+_YEAR_1000_MS = (datetime(1000, 1, 1) - datetime(1970, 1, 1)) // timedelta(milliseconds=1)
+_YEAR_10000_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000) - datetime(1970, 1, 1)) // timedelta(milliseconds=1) + 1
 
 
 def alert_id(alarm_key: str, status: str, event_ms: int, previous: int, current: int) -> str:
