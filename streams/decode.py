@@ -435,20 +435,23 @@ def bulk_epoch_ms(times: list[Any]) -> np.ndarray | None:
     converted in one pyarrow cast; None if a string is not an RFC 3339 time with an
     offset that the cast takes (the caller then decodes strictly)."""
     n = len(times)
-    is_text = np.fromiter((type(t) is str for t in times), bool, count=n)
-    if not is_text.any():
+    texts = [t for t in times if type(t) is str]
+    if not texts:
         return np.array(times, np.int64) if n else np.zeros(0, np.int64)
-    text = pa.array([t for t in times if type(t) is str], pa.string())
+    text = pa.array(texts, pa.string())
     if not pc.all(pc.match_substring_regex(text, RFC3339)).as_py():
         return None
     try:
         stamps = pc.cast(text, UTC_MS, safe=False)  # safe=False: sub-millisecond digits are cut, not refused
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+    ms: np.ndarray = stamps.cast(pa.int64()).to_numpy()
+    if len(texts) == n:
+        return ms
+    is_text = np.fromiter(map(type, times), object, count=n) == str
     out = np.empty(n, np.int64)
-    out[is_text] = stamps.cast(pa.int64()).to_numpy()
-    if not is_text.all():
-        out[~is_text] = np.array([t for t in times if type(t) is not str], np.int64)
+    out[is_text] = ms
+    out[~is_text] = np.array([t for t in times if type(t) is not str], np.int64)
     return out
 
 
