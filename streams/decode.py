@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detectors.base import FLAG_CODE, ReadingBatch
+from detectors.base import FLAG_CODE, FLAG_NORMAL, ReadingBatch
 from streams.catalog import SensorIndex
 from streams.deadletter import DeadLetter, Reason
 from streams.topology_spec import InputSpec, KindSpec
@@ -417,8 +417,8 @@ for _letter, _code in FLAG_CODE.items():
 
 def flag_codes(flags: list[str]) -> np.ndarray:
     """HJ 212 flag letters -> their codes, in one pass."""
-    if not flags:
-        return np.zeros(0, np.uint8)
+    if flags.count("N") == len(flags):  # the usual batch: every reading normal
+        return np.full(len(flags), FLAG_NORMAL, np.uint8)
     return _FLAG_LUT[np.array(flags, "U1").view(np.uint32)]
 
 
