@@ -85,6 +85,7 @@ class System:
     what: str
     script: str | None = None  # a peer under loadtest/peers/
     topology: Path | None = None  # a cityops worker on (a copy of) this topology
+    processes: int = 1  # cityops worker --processes N (both cores of the node)
 
 
 SYSTEMS = (
@@ -94,8 +95,11 @@ SYSTEMS = (
     System("quix", "Quix Streams sdf, gas rule", script="quix_peer.py"),
     System("cityops-1route", "cityops worker, gas set-point route only", topology=ONE_ROUTE),
     System("cityops-full", "cityops worker, full topology.yaml", topology=REPO / "topology.yaml"),
+    System("cityops-full-2p", "cityops worker --processes 2, full topology.yaml", topology=REPO / "topology.yaml",
+           processes=2),
 )
-RATIOS = (("cityops-1route", "quix"), ("cityops-full", "quix"), ("cityops-1route", "faust"))
+RATIOS = (("cityops-1route", "quix"), ("cityops-full", "quix"), ("cityops-1route", "faust"),
+          ("cityops-full-2p", "cityops-full"))
 
 
 class BenchError(Exception):
@@ -381,14 +385,17 @@ class Harness:
             env.pop(name, None)  # receivers off: this is about the stream, not HTTP
         return env
 
-    def start_worker(self, topology: Path, group: str) -> tuple[subprocess.Popen[bytes], Path, Metrics]:
+    def start_worker(self, topology: Path, group: str,
+                     processes: int = 1) -> tuple[subprocess.Popen[bytes], Path, Metrics]:
         self.groups.append(group)
         self.namespaces.append(group)
-        port = free_port()
+        port = free_ports(processes)
         cityops = str(Path(sys.executable).with_name("cityops"))
         cmd = [cityops, "worker", "--topology", str(topology), "--web-port", str(port), "--loglevel", "warning"]
+        if processes > 1:  # process i serves port + i
+            cmd += ["--processes", str(processes)]
         proc, _, err = self.spawn(cmd, self.worker_env(group), group)
-        return proc, err, Metrics(port, proc, err, len(self.names.base_topics))
+        return proc, err, Metrics(port, proc, err, len(self.names.base_topics), processes)
 
     def run_cityops(self, system: System, shape: str, repeat: int) -> Sample:
         key = (system.name, shape)
@@ -396,10 +403,10 @@ class Harness:
             self.topologies[key] = self.names.topology_copy(system.topology or REPO / "topology.yaml", shape, system.name)
         group = self.names.group(system.name, shape, repeat)
         t_spawn = time.time()
-        proc, _, metrics = self.start_worker(self.topologies[key], group)
+        proc, _, metrics = self.start_worker(self.topologies[key], group, system.processes)
         try:
             first, last = metrics.drain(self.backlog.total, self.deadline_s)
-            rss = peak_rss_mb(proc.pid)
+            rss = sum(peak_rss_mb(pid) for pid in family(proc.pid))
         finally:
             stop_process(proc)
         return Sample(system.name, shape, repeat, int(last.readings), int(last.readings - first.readings),
@@ -427,6 +434,7 @@ class Metrics:
     proc: subprocess.Popen[bytes]
     err: Path
     n_kinds: int
+    processes: int = 1  # worker processes serving port, port + 1, ...
     polls: int = 0
     series: list[tuple[float, float]] = field(default_factory=list)  # (wall time, readings) per poll
     all_kinds_at: float = float("nan")  # the first scrape where every kind had counted readings
@@ -434,11 +442,7 @@ class Metrics:
     def scrape(self) -> Counts:
         sums: dict[str, float] = {}
         kinds: dict[str, float] = {}
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:
-                text = resp.read().decode()
-        except OSError:
-            text = ""  # not serving yet
+        text = "\n".join(self.texts())
         t = time.time()
         self.polls += 1
         for line in text.splitlines():
@@ -453,25 +457,31 @@ class Metrics:
         if math.isnan(self.all_kinds_at) and sum(1 for v in kinds.values() if v > 0) >= self.n_kinds:
             self.all_kinds_at = t
         return Counts(t, sums.get("cityops_readings_total", 0.0), kinds, sums.get("cityops_messages_total", 0.0),
-                      sums.get("cityops_alerts_total", 0.0), proc_cpu_s(self.proc.pid))
+                      sums.get("cityops_alerts_total", 0.0), sum(proc_cpu_s(pid) for pid in family(self.proc.pid)))
+
+    def texts(self) -> list[str]:
+        """Every worker process's /metrics ("" for one not serving yet)."""
+        out = []
+        for port in range(self.port, self.port + self.processes):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                    out.append(resp.read().decode())
+            except OSError:
+                out.append("")
+        return out
 
     def stages(self) -> dict[tuple[str, str], tuple[float, float]]:
         """(kind, stage) -> (seconds, batches) so far, from cityops_stage_seconds (its "sink:<step>"
         stages say which sink step holds batches up)."""
         out: dict[tuple[str, str], tuple[float, float]] = {}
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return out
-        for line in text.splitlines():
+        for line in "\n".join(self.texts()).splitlines():
             for suffix, slot in (("_sum", 0), ("_count", 1)):
                 if line.startswith(f"cityops_stage_seconds{suffix}{{"):
                     labels, value = line[line.index("{") + 1:].rsplit("} ", 1)
                     parts = dict(x.split("=", 1) for x in labels.split(","))
                     key = (parts["kind"].strip('"'), parts["stage"].strip('"'))
                     pair = list(out.get(key, (0.0, 0.0)))
-                    pair[slot] = float(value)
+                    pair[slot] += float(value)  # summed over the worker processes
                     out[key] = (pair[0], pair[1])
         return out
 
@@ -500,6 +510,35 @@ class Metrics:
             left_s = (expected - c.readings) / rate if rate > 0 else float("inf")
             time.sleep(min(0.5, max(0.05, left_s / 3)))
         raise BenchError(f"cityops_readings_total did not reach {expected} within {deadline_s:.0f} s")
+
+
+def family(pid: int) -> list[int]:
+    """A process and its children (cityops worker --processes N is a parent of N workers)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(c) for c in children)]
+
+
+def free_ports(n: int) -> int:
+    """A port p with p .. p + n - 1 free."""
+    for _ in range(100):
+        port = free_port()
+        if all(_free(port + i) for i in range(1, n)):
+            return port
+    raise BenchError(f"no {n} consecutive free ports")
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 # ------------------------------------------------------------------ gas latency (open loop)
