@@ -13,6 +13,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from detectors.arrays import firsts
 from detectors.base import (
     FLAG_NORMAL,
     DetectorContext,
@@ -22,6 +23,7 @@ from detectors.base import (
     Scores,
     Stateless,
 )
+from detectors.views import views
 
 STANDARD: Final = "HJ 633-2012"  # published 2012-02-29, in force nationally 2016-01-01
 MEASURE: Final = "aqi"
@@ -160,6 +162,7 @@ class AqiHj633(Stateless):
             [POLLUTANTS.index(q) if q in POLLUTANTS else -1 for q in context.quantities],
             np.int64,
         )
+        self._tables()
         if not (self._pollutant_of >= 0).any():
             msg = (
                 f"quantities: none of {list(POLLUTANTS)} is in this kind's catalog "
@@ -174,17 +177,76 @@ class AqiHj633(Stateless):
         if rows.size == 0:
             return Scores.none(MEASURE)
         sub = self._sub_indices(pollutant[rows], batch.value[rows])
-        primary = _first_max_per_group(batch.reading_idx[rows], sub, rows)
+        group = batch.reading_idx[rows]
+        if views(batch).reading_starts() is not None:  # each reading's rows together: no sort
+            primary = _first_max_per_run(group, sub)
+        else:
+            primary = _first_max_per_group(group, sub, rows)
         picked = rows[primary].astype(np.int64)
         return Scores(rows=picked, score=sub[primary], measure=MEASURE)
 
     def _sub_indices(self, pollutant: IntArray, value: FloatArray) -> FloatArray:
-        sub = np.zeros(value.shape[0], np.float64)
-        for p, name in enumerate(POLLUTANTS):  # six tables, not a loop over rows
-            m = pollutant == p
-            if m.any():
-                sub[m] = iaqi(name, value[m], self._table_of[name])
-        return sub
+        """``iaqi`` of every row with its pollutant's table, all pollutants at once: each row
+        looks up its own breakpoints (a padded table per pollutant and fallback), then the
+        same interpolation arithmetic as ``iaqi``."""
+        if not np.isfinite(value).all():
+            msg = "aqi: concentrations must be finite"
+            raise ValueError(msg)
+        c = np.maximum(value, 0.0)  # a negative reading carries no pollution
+        table = self._primary[pollutant]
+        over = c > self._top[table]
+        if over.any():  # SO2 1h above 800 and O3 8h above 800 use another table
+            table = np.where(over & (self._fallback[table] >= 0), self._fallback[table], table)
+        bp = self._breakpoints[table]
+        hi = np.count_nonzero(bp <= c[:, None], axis=1)  # searchsorted(bp, c, "right")
+        hi = np.clip(hi, 1, self._sizes[table] - 1)
+        lo = hi - 1
+        rows = np.arange(c.shape[0])
+        bp_lo, bp_hi = bp[rows, lo], bp[rows, hi]
+        step_lo, step_hi = _STEPS[lo], _STEPS[hi]
+        raw = (c - bp_lo) * (step_hi - step_lo) / (bp_hi - bp_lo) + step_lo
+        out: FloatArray = np.minimum(np.ceil(raw - _CEIL_TOLERANCE), IAQI_STEPS[-1])
+        return out
+
+    def _tables(self) -> None:
+        """Per pollutant its table's row in a padded (+inf) breakpoint array, and per table
+        the row of its fallback table (-1: none)."""
+        tables: list[tuple[str, str]] = []
+        for name in POLLUTANTS:
+            averaging = self._table_of[name]
+            tables.append((name, averaging))
+        for name in POLLUTANTS:
+            fallback = _FALLBACK.get((name, self._table_of[name]))
+            if fallback is not None:
+                tables.append((name, fallback))
+        width = max(len(BREAKPOINTS[a][n]) for n, a in tables)
+        self._breakpoints = np.full((len(tables), width), np.inf)
+        self._sizes = np.zeros(len(tables), np.int64)
+        for i, (name, averaging) in enumerate(tables):
+            bp = _table(name, averaging)
+            self._breakpoints[i, : bp.size] = bp
+            self._sizes[i] = bp.size
+        self._primary = np.arange(len(POLLUTANTS), dtype=np.int64)
+        self._top = self._breakpoints[np.arange(len(tables)), self._sizes - 1]
+        self._fallback = np.full(len(tables), -1, np.int64)
+        for p, name in enumerate(POLLUTANTS):
+            fallback = _FALLBACK.get((name, self._table_of[name]))
+            if fallback is not None:
+                self._fallback[p] = tables.index((name, fallback))
+
+
+_STEPS: Final = np.asarray(IAQI_STEPS, np.float64)
+
+
+def _first_max_per_run(group: npt.NDArray[np.integer[Any]], value: FloatArray) -> IntArray:
+    """``_first_max_per_group`` when each group's positions are contiguous (runs, in
+    position order): the first position of each run's maximum."""
+    first = firsts(group)
+    starts = np.flatnonzero(first)
+    run = np.cumsum(first) - 1
+    at_max = value == np.maximum.reduceat(value, starts)[run]
+    out: IntArray = np.minimum.reduceat(np.where(at_max, np.arange(value.shape[0]), value.shape[0]), starts)
+    return out
 
 
 def _first_max_per_group(

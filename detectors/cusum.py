@@ -52,6 +52,7 @@ class TwoSidedCusum(SeriesDetector):
     measure: ClassVar[str] = "cusum"
     anomaly: ClassVar[str] = "spike"
     exact_scan: ClassVar[bool] = True
+    scan_min_rounds: ClassVar[int] = 2
 
     def __init__(
         self, context: DetectorContext, *, quantity: str, alpha: float = 0.01, k: float = 0.5, warmup: int = 30,

@@ -103,6 +103,7 @@ class Ensemble(SeriesDetector):
     measure: ClassVar[str] = "anomaly_likelihood"
     anomaly: ClassVar[str] = "spike"
     exact_scan: ClassVar[bool] = True
+    scan_min_rounds: ClassVar[int] = 3
 
     def __init__(
         self,

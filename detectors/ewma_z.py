@@ -31,6 +31,7 @@ class EwmaZScore(SeriesDetector):
     measure: ClassVar[str] = "ewma_z"
     anomaly: ClassVar[str] = "spike"
     exact_scan: ClassVar[bool] = True
+    scan_min_rounds: ClassVar[int] = 2
 
     def __init__(self, context: DetectorContext, *, quantity: str, alpha: float = 0.05, warmup: int = 30) -> None:
         check_below_one("alpha", alpha)

@@ -13,6 +13,7 @@ from typing import Final
 import numpy as np
 
 from detectors.base import DetectorContext, FLAG_CODE, HJ212_FLAGS, ReadingBatch, Scores, Stateless
+from detectors.views import views
 
 MEASURE: Final = "hj212_flag"
 MAX_SEVERITY: Final = 9
@@ -41,8 +42,7 @@ class Hj212Flag(Stateless):
 
     def score_and_update(self, batch: ReadingBatch) -> Scores:
         # Every reading is returned, severity 0 included: routes clear alarms on it.
-        _, first = np.unique(batch.reading_idx, return_index=True)
-        rows = np.sort(first).astype(np.int64)
+        rows = views(batch).first_rows()  # each reading's first row, ascending (shared)
         return Scores(rows=rows, score=self._severity_of_code[batch.flag[rows]], measure=MEASURE)
 
 

@@ -65,11 +65,13 @@ from typing import Any, ClassVar, Final
 import numpy as np
 import numpy.typing as npt
 
+from detectors.arrays import lasts, shifted
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
 from detectors.params import check_at_least, check_int_at_least, floats, ints
 from detectors.readings import Readings
 from detectors.rounds import RoundPlan, Segments, group_by_sensor, newest_before, segment_searchsorted, segments_of
 from detectors.state import NEVER_MS, Field, SensorState, StateBacked
+from detectors.views import views
 
 MEASURE: Final = "silent_periods"
 UNSET_MS: Final = np.iinfo(np.int64).max  # first_ms of a sensor never heard
@@ -265,7 +267,7 @@ class NoSignal(StateBacked):
 
     # -- the Detector protocol ---------------------------------------------------------
     def score_and_update(self, batch: ReadingBatch) -> Scores:
-        readings = Readings.of(batch)
+        readings = views(batch).readings()
         if len(readings) == 0:
             return Scores.none(MEASURE)
         self.resize(max(self.n_catalog, int(batch.sensor_idx.max()) + 1))
@@ -338,9 +340,13 @@ class NoSignal(StateBacked):
         """Local indices of ``sensor`` in ``view``; sensors new to the partition join it."""
         recorded = ints(self.state["partition"])
         recorded[sensor] = view.partition  # a reading says where its sensor is now
-        joined = np.setdiff1d(sensor, view.members)
-        if joined.size:
-            self._extend(view, joined)
+        pos = np.searchsorted(view.members, sensor)
+        n = view.members.shape[0]
+        known = pos < n
+        known[known] = view.members[pos[known]] == sensor[known]
+        if bool(known.all()):
+            return pos
+        self._extend(view, np.unique(sensor[~known]))  # (members ascend: the sensors not among them)
         return np.searchsorted(view.members, sensor)
 
     def _extend(self, view: _View, joined: IntArray) -> None:
@@ -437,11 +443,11 @@ class NoSignal(StateBacked):
         if w_end <= w0 or w_end // tick_ms == w0 // tick_ms:
             return none, none, start, w0
         ahead = seed[seed > w0]  # fewer than r sensors
-        level = np.r_[track.last, ahead]
+        level = np.concatenate((track.last, ahead))
         level = np.unique(level[(level > w0) & (level <= w_end)])
-        level = level[level // tick_ms > np.r_[w0, level[:-1]] // tick_ms]  # a tick just below
+        level = level[level // tick_ms > shifted(level, w0) // tick_ms]  # a tick just below
         reached = _reached(track, seed, ahead, level, r)
-        last_of_run = np.r_[reached[1:] != reached[:-1], True]
+        last_of_run = lasts(reached)
         return reached[last_of_run], level[last_of_run] // tick_ms * tick_ms, start, w0
 
     def _silences(self, track: _Track, view: _View, crossing: IntArray, tick: IntArray) -> Silence | None:
@@ -565,17 +571,18 @@ class NoSignal(StateBacked):
         who, at, tick, periods = silent.who, silent.at, silent.tick, silent.periods
         anchor = self._anchor(batch, readings, who, at)
         # real rows ascend; a silence entry sits just before its sensor's next reading
-        row = np.r_[real_rows, np.full(who.size, -1, np.int64)]
-        key_row = np.r_[real_rows, anchor]
-        key_real = np.r_[np.ones(real_rows.size, np.int64), np.zeros(who.size, np.int64)]
-        key_at = np.r_[np.zeros(real_rows.size, np.int64), at]
+        cat = np.concatenate
+        row = cat((real_rows, np.full(who.size, -1, np.int64)))
+        key_row = cat((real_rows, anchor))
+        key_real = cat((np.ones(real_rows.size, np.int64), np.zeros(who.size, np.int64)))
+        key_at = cat((np.zeros(real_rows.size, np.int64), at))
         order = np.lexsort((key_at, key_real, key_row))
         n_real = real_rows.size
-        sensor = np.r_[batch.sensor_idx[real_rows].astype(np.int64), who]
-        times = np.r_[batch.event_time_ms[real_rows], tick]
+        sensor = cat((batch.sensor_idx[real_rows].astype(np.int64), who))
+        times = cat((batch.event_time_ms[real_rows], tick))
         return Scores(
             rows=row[order],
-            score=np.r_[np.zeros(n_real), periods][order],
+            score=cat((np.zeros(n_real), periods))[order],
             measure=MEASURE,
             sensor_idx=sensor[order].astype(np.int32),
             event_time_ms=times[order],

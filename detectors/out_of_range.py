@@ -22,7 +22,7 @@ import numpy as np
 
 from detectors.base import FLAG_NORMAL, DetectorContext, FloatArray, Int32Array, ReadingBatch, Scores, Stateless
 from detectors.params import check_quantity
-from detectors.readings import Readings, reading_runs
+from detectors.views import views
 
 MEASURE: Final = "out_of_range"
 
@@ -71,14 +71,15 @@ class OutOfRange(Stateless):
         mask = self._selected[batch.quantity_idx] & (batch.flag == FLAG_NORMAL)
         rows = np.flatnonzero(mask)
         score = self._row_scores(batch.sensor_idx[rows], batch.quantity_idx[rows].astype(np.int64), batch.value[rows])
-        starts = reading_runs(batch) if len(batch) else None
+        shared = views(batch)
+        starts = shared.reading_starts()
         if starts is not None:  # rows of a reading are contiguous: the worst is a reduceat, rows ascend
             every = np.full(len(batch), -1.0)
             every[rows] = score
             worst_run = np.maximum.reduceat(every, starts)
             has_run = worst_run >= 0
             return Scores(rows=starts[has_run], score=worst_run[has_run], measure=MEASURE)
-        readings = Readings.of(batch)
+        readings = shared.readings()
         worst = np.full(len(readings), -1.0)
         np.maximum.at(worst, readings.of_row[rows], score)
         has = worst >= 0

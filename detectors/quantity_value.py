@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.base import DetectorContext, FLAG_NORMAL, ReadingBatch, Scores, Stateless
+from detectors.base import DetectorContext, ReadingBatch, Scores, Stateless
+from detectors.views import views
 
 
 class QuantityValue(Stateless):
@@ -26,6 +27,5 @@ class QuantityValue(Stateless):
 
     def score_and_update(self, batch: ReadingBatch) -> Scores:
         # HJ 212: non-N data raise equipment alarms (hj212_flag), never value alarms.
-        mask = (batch.quantity_idx == self._quantity_idx) & (batch.flag == FLAG_NORMAL)
-        rows = np.flatnonzero(mask).astype(np.int64)
+        rows = views(batch).quantity_rows(self._quantity_idx)  # its normal-flag rows (shared)
         return Scores(rows=rows, score=batch.value[rows].astype(np.float64), measure=self.quantity)

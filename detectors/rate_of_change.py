@@ -30,6 +30,7 @@ class RateOfChange(SeriesDetector):
     measure: ClassVar[str] = "rate_of_change"
     anomaly: ClassVar[str] = "spike"
     exact_scan: ClassVar[bool] = True
+    scan_min_rounds: ClassVar[int] = 2
 
     def __init__(self, context: DetectorContext, *, quantity: str, alpha: float = 0.05, warmup: int = 10) -> None:
         check_below_one("alpha", alpha)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from detectors.arrays import run_starts
 from detectors.base import FLAG_NORMAL, FloatArray, IntArray, ReadingBatch
 
 
@@ -53,7 +54,7 @@ def reading_runs(batch: ReadingBatch) -> IntArray | None:
     contiguous and the readings are exactly 0..n-1 (how the decoder builds a batch);
     None otherwise."""
     r = batch.reading_idx
-    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]]).astype(np.int64)
+    starts = run_starts(r)
     first = r[starts]
     n = starts.shape[0]
     if int(first.min()) != 0 or int(first.max()) != n - 1:

@@ -136,18 +136,13 @@ class RiseRate(SeriesDetector):
 
     def _ring_in_window(self, sensor: Int32Array, h0: IntArray, after_ms: IntArray) -> IntArray:
         """How many of the ring's newest points (at most max_points - 1) are newer than
-        ``after_ms``: a binary search, the ring being in time order from its head back."""
+        ``after_ms``: the ring is in time order from its head back (only fresh readings are
+        written, oldest first), so that is a count."""
         t_flat, p = ints(self.state["t_ms"]).reshape(-1), self.max_points
-        base = sensor.astype(np.int64) * p
-        lo = np.zeros(sensor.shape[0], np.int64)
-        hi = np.full(sensor.shape[0], p - 1, np.int64)
-        for _ in range((p - 1).bit_length()):
-            mid = (lo + hi + 1) // 2
-            active = mid > lo
-            newer = active & (t_flat.take(base + (h0 - mid) % p) > after_ms)
-            hi = np.where(active & ~newer, mid - 1, hi)
-            lo = np.where(newer, mid, lo)
-        return lo
+        back = np.arange(1, p, dtype=np.int64)  # the newest point, the one before, ...
+        slots = (h0[:, None] - back) % p + (sensor.astype(np.int64) * p)[:, None]
+        out: IntArray = np.count_nonzero(t_flat.take(slots) > after_ms[:, None], axis=1).astype(np.int64)
+        return out
 
     def _remember(self, series: Series) -> None:
         """Write each segment's last max_points readings into its ring."""
@@ -177,24 +172,47 @@ class RiseRate(SeriesDetector):
 
 def _slopes(t_seq: IntArray, v_seq: FloatArray, lo: IntArray, n: IntArray, t: IntArray) -> FloatArray:
     """Least-squares slope (units per minute) of the points t_seq/v_seq[lo:lo+n] per row,
-    two-pass (means, then centred sums); sums run oldest point first."""
+    two-pass (means, then centred sums); sums run oldest point first.
+
+    Rows go in chunks of about ``_CHUNK`` (points x rows) so the work arrays stay in cache,
+    each laid out (point, row): a sum is one sequential accumulate down the points."""
+    out = np.empty(lo.shape[0], np.float64)
     width = int(n.max())
-    col = np.arange(width, dtype=np.int64)
-    valid = col < n[:, None]
-    idx = np.minimum(lo[:, None] + col, t_seq.shape[0] - 1)
-    x = np.where(valid, (t_seq[idx] - t[:, None]) / 60_000.0, 0.0)  # minutes, <= 0
+    step = max(1, _CHUNK // width)
+    col = np.arange(width, dtype=np.int64)[:, None]
+    buf = np.empty((width, min(step, lo.shape[0])))
+    for a in range(0, lo.shape[0], step):
+        b = min(a + step, lo.shape[0])
+        out[a:b] = _slope_chunk(t_seq, v_seq, lo[a:b], n[a:b], t[a:b], col, buf[:, : b - a])
+    return out
+
+
+_CHUNK = 1 << 15
+
+
+def _slope_chunk(t_seq: IntArray, v_seq: FloatArray, lo: IntArray, n: IntArray, t: IntArray, col: IntArray,
+                 buf: FloatArray) -> FloatArray:
+    valid = col < n
+    idx = np.minimum(lo + col, t_seq.shape[0] - 1)
+    x = np.where(valid, (t_seq[idx] - t) / 60_000.0, 0.0)  # minutes, <= 0
     v = v_seq[idx]
-    mx = _row_sums(x) / n
-    mv = _row_sums(np.where(valid, v, 0.0)) / n
-    dx = np.where(valid, x - mx[:, None], 0.0)
-    sxx = _row_sums(dx * dx)
-    sxy = _row_sums(dx * np.where(valid, v - mv[:, None], 0.0))
+    mx = _column_sums(x, buf) / n
+    mv = _column_sums(np.where(valid, v, 0.0), buf) / n
+    dx = np.where(valid, x - mx, 0.0)
+    sxx = _column_sums(dx * dx, buf)
+    sxy = _column_sums(dx * np.where(valid, v - mv, 0.0), buf)
     out: FloatArray = np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), 0.0)
     return out
 
 
-def _row_sums(a: FloatArray) -> FloatArray:
-    """Sequential sums along rows (np.cumsum is strictly left to right), so trailing
-    zero padding, and so the padded width, never changes a row's sum."""
-    out: FloatArray = np.cumsum(a, axis=1)[:, -1]
-    return out
+def _column_sums(a: FloatArray, buf: FloatArray) -> FloatArray:
+    """Sequential sums down the columns, so trailing zero padding, and so the padded
+    width, never changes a column's sum. A reduction down axis 0 of a C-contiguous array
+    adds row after row (vectorized across the columns); with one column numpy would sum
+    pairwise instead, so that case accumulates (tests/unit/test_scan_equivalence.py
+    checks both against the one-by-one sum)."""
+    if a.shape[1] >= 2 and a.flags.c_contiguous:
+        out: FloatArray = np.add.reduce(a, axis=0)
+        return out
+    summed: FloatArray = np.add.accumulate(a, axis=0, out=buf)[-1].copy()
+    return summed

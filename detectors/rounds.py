@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from detectors.arrays import run_ends, run_starts
 from detectors.base import IntArray
 
 BoolArray = npt.NDArray[np.bool_]
@@ -86,8 +87,8 @@ def segments_of(order: IntArray, key: npt.NDArray[np.integer]) -> Segments:
     if n and bool(np.all(key[1:] != key[:-1])):
         every = distinct(n)
         return Segments(order, every.head, every.size, every.seg, every.rank)
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n else np.zeros(0, np.int64)
-    return _segments(order, np.diff(np.r_[starts, n]).astype(np.int64))
+    starts = run_starts(key)
+    return _segments(order, run_ends(starts, n) - starts + 1)
 
 
 def _segments(order: IntArray, size: IntArray) -> Segments:
@@ -108,7 +109,7 @@ def rounds(segments: Segments) -> tuple[IntArray, list[tuple[int, int]]]:
     if n == segments.head.shape[0]:
         return np.arange(n, dtype=np.int64), [(0, n)] if n else []
     by_rank = np.argsort(segments.rank, kind="stable").astype(np.int64)
-    bounds = np.r_[0, np.cumsum(np.bincount(segments.rank))].tolist()
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(segments.rank)))).tolist()
     return by_rank, list(zip(bounds[:-1], bounds[1:], strict=True))
 
 

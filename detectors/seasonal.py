@@ -47,6 +47,7 @@ class SeasonalBaseline(SeriesDetector):
     measure: ClassVar[str] = "seasonal_z"
     anomaly: ClassVar[str] = "spike"
     exact_scan: ClassVar[bool] = True
+    scan_min_rounds: ClassVar[int] = 2
 
     def __init__(
         self, context: DetectorContext, *, quantity: str, alpha: float = 0.1, warmup: int = 10, weekly: bool = True

@@ -38,6 +38,9 @@ class SeriesDetector(StateBacked, ABC):
     measure: ClassVar[str]
     #: True when ``scan`` computes what ``step`` would, round by round, bit for bit
     exact_scan: ClassVar[bool] = False
+    #: with fewer rounds than this, stepping is cheaper than a scan's fixed cost (both give
+    #: the same scores; see ``exact_scan``)
+    scan_min_rounds: ClassVar[int] = 1
 
     def __init__(self, context: DetectorContext, *, quantity: str) -> None:
         if quantity not in context.quantities:
@@ -74,9 +77,11 @@ class SeriesDetector(StateBacked, ABC):
         shared = views(batch)
         if len(batch):  # every sensor of the batch gets state (a checkpoint may ask for any of them)
             self.resize(shared.n_sensors())
+        rows = shared.quantity_rows(self._quantity_idx)
+        if rows.shape[0] == 0:
+            return Scores(rows=rows, score=np.zeros(0, np.float64), measure=self.measure)
         found = shared.quantity_series(self._quantity_idx)
-        rows = found.rows
-        if found.grouped is None and found.ordered and rows.shape[0]:
+        if found.grouped is None and found.ordered:
             # the decoder's layout, every sensor's rows in rising event time: the batch's shared
             # series is the detector's as soon as each sensor's first row is fresh
             series = found.series
@@ -84,7 +89,7 @@ class SeriesDetector(StateBacked, ABC):
             last = self.state["last_ms"]
             t = series.event_ms
             if bool(np.all(t[series.segments.head] > last[heads])):
-                score: FloatArray = self.scan(series) if self.exact_scan else self.step_by_round(series)
+                score: FloatArray = self._scan_or_step(series)
                 last[heads] = t[series.segments.tail]
                 return Scores(rows=rows, score=score, measure=self.measure)
         score = self.step_rounds(batch.sensor_idx[rows], batch.event_time_ms[rows], batch.value[rows])
@@ -104,7 +109,7 @@ class SeriesDetector(StateBacked, ABC):
             seed = last[sensor]
             if bool(np.all(event_ms > seed)):
                 series = Series(sensor, event_ms, value, distinct(n))
-                score: FloatArray = self.scan(series) if self.exact_scan else self.step(sensor, event_ms, value)
+                score: FloatArray = self._scan_or_step(series)
                 last[sensor] = event_ms
                 return score
         out = np.zeros(n, np.float64)
@@ -120,11 +125,16 @@ class SeriesDetector(StateBacked, ABC):
             if s.shape[0] == 0:
                 return out
         series = Series(s, t, v, g)
-        score = self.scan(series) if self.exact_scan else self.step_by_round(series)
+        score = self._scan_or_step(series)
         tail = g.tail
         last[s[tail]] = t[tail]
         out[g.order] = score
         return out
+
+    def _scan_or_step(self, series: Series) -> FloatArray:
+        if self.exact_scan and (self.scan_min_rounds <= 1 or series.plan().n_rounds >= self.scan_min_rounds):
+            return self.scan(series)
+        return self.step_by_round(series)
 
     @staticmethod
     def _fresh(t: IntArray, g: Segments, seed: IntArray) -> npt.NDArray[np.bool_] | None:

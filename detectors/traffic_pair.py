@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 import numpy.typing as npt
 
+from detectors.arrays import firsts, lasts, shifted
 from detectors.base import FLAG_NORMAL, DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
 from detectors.params import check_at_least, check_fraction, check_positive, check_quantity, floats, ints
 from detectors.roads import NONE, downstream_stations
@@ -110,9 +111,12 @@ class TrafficPair(StateBacked):
         pos = np.arange(n, dtype=np.int64)
         own = sensor.astype(np.int64)
         safe_down = np.where(down == NONE, 0, down)
-        up_speed_t, up_speed = self._before(own * 2, pos, stream, t, value, fresh)
-        d_occ_t, d_occ = self._before(safe_down * 2 + 1, pos, stream, t, value, fresh)
-        d_speed_t, d_speed = self._before(safe_down * 2, pos, stream, t, value, fresh)
+        upd = np.flatnonzero(fresh)
+        upd = upd[np.lexsort((upd, stream[upd]))]  # by stream, then arrival (= rising event time)
+        keys = stream[upd] * (n + 1) + upd
+        up_speed_t, up_speed = self._before(own * 2, pos, stream, t, value, upd, keys)
+        d_occ_t, d_occ = self._before(safe_down * 2 + 1, pos, stream, t, value, upd, keys)
+        d_speed_t, d_speed = self._before(safe_down * 2, pos, stream, t, value, upd, keys)
         lag = self.max_lag_ms
         with np.errstate(invalid="ignore"):
             occdf = value - d_occ
@@ -123,14 +127,13 @@ class TrafficPair(StateBacked):
         return out
 
     def _before(
-        self, want: IntArray, pos: IntArray, stream: IntArray, t: IntArray, value: FloatArray, fresh: BoolArray
+        self, want: IntArray, pos: IntArray, stream: IntArray, t: IntArray, value: FloatArray, upd: IntArray,
+        keys: IntArray,
     ) -> tuple[IntArray, FloatArray]:
         """Event time and value of the newest fresh row of stream ``want[i]`` arrived before row i
-        (in this batch, else from the state; NEVER_MS/NaN if none)."""
+        (in this batch, else from the state; NEVER_MS/NaN if none). ``upd``: the fresh rows by
+        stream, then arrival; ``keys``: stream * (n + 1) + row of each."""
         n = pos.shape[0]
-        upd = np.flatnonzero(fresh)
-        upd = upd[np.lexsort((upd, stream[upd]))]  # by stream, then arrival (= rising event time)
-        keys = stream[upd] * (n + 1) + upd
         at = np.searchsorted(keys, want * (n + 1) + pos, side="left") - 1
         hit = at >= 0
         hit[hit] = stream[upd[at[hit]]] == want[hit]
@@ -167,7 +170,7 @@ class TrafficPair(StateBacked):
         idx = np.flatnonzero(fresh)
         idx = idx[np.lexsort((t[idx], stream[idx]))]
         st = stream[idx]
-        final = idx[np.r_[st[1:] != st[:-1], True]] if idx.size else idx
+        final = idx[lasts(st)]
         occ, station = stream[final] % 2 == 1, stream[final] // 2
         ints(self.state["occ_ms"])[station[occ]] = t[final[occ]]
         floats(self.state["occ"])[station[occ]] = value[final[occ]]
@@ -188,12 +191,12 @@ def _fresh(stream: IntArray, t: IntArray, seed_ms: IntArray) -> BoolArray:
     """Rows newer than every earlier row (arrival order) of their stream and its state."""
     order = np.argsort(stream, kind="stable")
     s, ts, seed = stream[order], t[order], seed_ms[order]
-    start = np.r_[True, s[1:] != s[:-1]]
+    start = firsts(s)
     segment = np.cumsum(start) - 1
     t_min = int(ts.min())
     span = int(ts.max()) - t_min + 1
     running = np.maximum.accumulate(segment * span + (ts - t_min)) - segment * span + t_min
-    newest_before = np.where(start, seed, np.r_[seed[:1], np.maximum(running, seed)[:-1]])
+    newest_before = np.where(start, seed, shifted(np.maximum(running, seed), seed[0]))
     out = np.empty(stream.shape[0], np.bool_)
     out[order] = ts > newest_before
     return out

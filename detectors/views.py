@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from detectors.arrays import run_ends, run_starts
 from detectors.base import FLAG_NORMAL, FloatArray, Int32Array, IntArray, ReadingBatch
 from detectors.readings import Readings, reading_runs
 from detectors.rounds import RoundPlan, Segments, distinct, segments_of
@@ -146,7 +147,9 @@ class BatchViews:
 
     def readings(self) -> Readings:
         if self._readings is None:
-            self._readings = Readings.of(self.batch)
+            found = Readings.of(self.batch)
+            _readonly(found.row, found.of_row, found.row_sorted)
+            self._readings = found
         return self._readings
 
     def reading_starts(self) -> IntArray | None:
@@ -159,7 +162,10 @@ class BatchViews:
         """The first row of every reading, ascending."""
         if self._first_rows is None:
             starts = self.reading_starts()
-            self._first_rows = starts if starts is not None else self.readings().row_sorted
+            rows = starts if starts is not None else self.readings().row_sorted
+            rows = rows.astype(np.int64, copy=True)
+            _readonly(rows)
+            self._first_rows = rows
         return self._first_rows
 
     def row_groups(self, rows: IntArray) -> RowGroups:
@@ -193,8 +199,8 @@ class RowGroups:
         step = sensor[1:] != sensor[:-1]
         if not bool(np.all(sensor[1:] >= sensor[:-1])):
             return cls(sensor, event_ms, None, None, False)
-        starts = np.flatnonzero(np.r_[True, step])
-        ends = np.r_[starts[1:] - 1, n - 1]
+        starts = run_starts(sensor)
+        ends = run_ends(starts, n)
         later = event_ms[1:] > event_ms[:-1]
         later |= step
         return cls(sensor, event_ms, starts, ends, bool(later.all()))

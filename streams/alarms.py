@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from detectors.arrays import firsts, run_ends
 from detectors.base import Int32Array, IntArray, ReadingBatch, Scores
 from detectors.state import NEVER_MS, Field, SensorState
 from detectors.views import RowGroups, views
@@ -169,7 +170,7 @@ class RouteEvaluator:
         starts, segment, position = _segments(s)
         newest = _running_max(t, segment, last_ms[s[starts]])
         stale = _stale(t, starts, position, newest, last_ms[s[starts]])
-        ends = np.r_[starts[1:] - 1, s.shape[0] - 1]
+        ends = run_ends(starts, s.shape[0])
         last_ms[s[ends]] = newest[ends]
         if self._conditional:
             fresh_s = s[~stale]
@@ -272,7 +273,7 @@ def _scan_levels(
     prev = np.empty(n, np.int8)
     prev[1:] = cur[:-1]
     prev[starts] = level[s[starts]]
-    ends = np.r_[starts[1:] - 1, n - 1]
+    ends = run_ends(starts, n)
     level[s[ends]] = cur[ends]
     last_ms[s[ends]] = newest[ends]
     previous, current, late = np.empty(n, np.int8), np.empty(n, np.int8), np.empty(n, np.bool_)
@@ -305,7 +306,7 @@ for _a in (_NO_CHANGE.rows, _NO_CHANGE.sensor_idx, _NO_CHANGE.previous, _NO_CHAN
 
 def _segments(sorted_keys: npt.NDArray[np.int32]) -> tuple[IntArray, IntArray, IntArray]:
     """Start row, segment number and position within the segment of each row."""
-    first = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
+    first = firsts(sorted_keys)
     starts = np.flatnonzero(first)
     segment = np.cumsum(first) - 1
     return starts, segment, np.arange(sorted_keys.shape[0]) - starts[segment]

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from detectors.arrays import lasts
 from detectors.base import ReadingBatch, Scores
 from streams.catalog import SensorInfo
 
@@ -39,6 +40,7 @@ class _Latest:
     def __init__(self, n_sensors: int, n_columns: int) -> None:
         self.value = np.full((n_sensors, n_columns), np.nan)
         self.time = np.full((n_sensors, n_columns), np.iinfo(np.int64).min, np.int64)
+        self._last_row: npt.NDArray[np.int64] | None = None
 
     def put(self, sensor: npt.NDArray[np.integer], column: npt.NDArray[np.integer],
             time: npt.NDArray[np.int64], value: npt.NDArray[np.float64]) -> None:
@@ -46,15 +48,32 @@ class _Latest:
         keep = (sensor >= 0) & (sensor < n_sensors) & (column >= 0)
         if not keep.any():
             return
-        flat = sensor[keep].astype(np.int64) * n_columns + column[keep]
-        time, value = time[keep], value[keep]
-        order = np.lexsort((time, flat))  # by cell, then event time: the last of each cell is its newest
-        cells = flat[order]
-        last = order[np.r_[cells[1:] != cells[:-1], True]]
+        if not keep.all():
+            sensor, column, time, value = sensor[keep], column[keep], time[keep], value[keep]
+        flat = sensor.astype(np.int64) * n_columns + column
+        step = sensor[1:] != sensor[:-1]
+        if bool(np.all(sensor[1:] >= sensor[:-1])) and bool(np.all((time[1:] >= time[:-1]) | step)):
+            # grouped by sensor, event times never falling within a sensor (the decoder's
+            # layout): a cell's last row is its newest (the latest row among equal times)
+            last_row = self._scratch()
+            np.maximum.at(last_row, flat, np.arange(flat.shape[0], dtype=np.int64))
+            cells = np.unique(flat)
+            last = last_row[cells]
+            last_row[cells] = -1
+        else:
+            order = np.lexsort((time, flat))  # by cell, then event time: the last of each cell is its newest
+            cells = flat[order]
+            last = order[lasts(cells)]
         newer = time[last] >= self.time.ravel()[flat[last]]
         chosen = last[newer]
         self.value.ravel()[flat[chosen]] = value[chosen]
         self.time.ravel()[flat[chosen]] = time[chosen]
+
+    def _scratch(self) -> npt.NDArray[np.int64]:
+        """-1 per cell (callers put back the -1s they overwrite)."""
+        if self._last_row is None or self._last_row.shape[0] != self.value.size:
+            self._last_row = np.full(self.value.size, -1, np.int64)
+        return self._last_row
 
 
 class LatestValues:

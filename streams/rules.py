@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from detectors.arrays import firsts, run_ends
+from detectors.arrays import shifted as after_first
 from detectors.base import IntArray
 
 BoolArray = npt.NDArray[np.bool_]
@@ -30,10 +32,10 @@ NONE_MS = np.iinfo(np.int64).min  # no run in progress / never held
 
 def segments(sensor: npt.NDArray[np.integer]) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     """Start row, end row, segment number and position within the segment of each row."""
-    first = np.r_[True, sensor[1:] != sensor[:-1]]
+    first = firsts(sensor)
     starts = np.flatnonzero(first)
     seg = np.cumsum(first) - 1
-    ends = np.r_[starts[1:] - 1, sensor.shape[0] - 1]
+    ends = run_ends(starts, sensor.shape[0])
     return starts, ends, seg, np.arange(sensor.shape[0]) - starts[seg]
 
 
@@ -79,7 +81,7 @@ def next_carry_bits(hit: BoolArray, position: IntArray, ends: IntArray, seg: Int
     keep = np.uint64((1 << max(m - 1, 0)) - 1)
     distance = ends[seg] - np.arange(hit.shape[0])  # 0 for the segment's last row
     bits = np.where(hit & (distance < m - 1), np.uint64(1) << distance.clip(0, 63).astype(np.uint64), np.uint64(0))
-    fresh = np.add.reduceat(bits, np.r_[0, ends[:-1] + 1]) if bits.size else bits
+    fresh = np.add.reduceat(bits, after_first(ends + 1, 0)) if bits.size else bits
     length = (position[ends] + 1).astype(np.uint64)
     shifted = np.where(length < 64, carry << np.minimum(length, np.uint64(63)), np.uint64(0))
     return ((shifted | fresh) & keep).astype(np.uint64)

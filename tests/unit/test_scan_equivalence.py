@@ -62,8 +62,9 @@ def test_scan_equals_stepping_round_by_round(kind: str, params: dict[str, Any]) 
     cls = DETECTORS[kind]
     assert issubclass(cls, SeriesDetector) and cls.exact_scan
     by_rounds = type("ByRounds", (cls,), {"exact_scan": False})
+    always = type("Scans", (cls,), {"scan_min_rounds": 1})  # scan even a batch of one round
     sensor, t, value = _stream(4)
-    scans, steps = cls(CTX, quantity="value", **params), by_rounds(CTX, quantity="value", **params)
+    scans, steps = always(CTX, quantity="value", **params), by_rounds(CTX, quantity="value", **params)
     cuts = [0, 1, 3, 700, 701, 1500, 1510, 3999, 4000]
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         batch = batch_from_columns(sensor[lo:hi], t[lo:hi], value[lo:hi])
