@@ -89,3 +89,18 @@ def test_round_plan_puts_every_row_once_in_its_round(sizes: list[int]) -> None:
         # places are fixed: the segments still active are the round's first rows, in place order
         np.testing.assert_array_equal(g.seg[rows], plan.perm[: plan.counts[k]])
     np.testing.assert_array_equal(plan.order[plan.last], g.tail[plan.perm])
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 9, 100])
+@pytest.mark.parametrize("width", [2, 9, 17, 180])
+def test_rise_rate_column_sums_add_one_point_after_another(rows: int, width: int) -> None:
+    """rise_rate's sums must be sequential (a pairwise sum would depend on the padding, so
+    on the batch): numpy reduces a one-column array pairwise, so that case accumulates."""
+    from detectors.rise_rate import _column_sums
+
+    rng = np.random.default_rng(rows * 1000 + width)
+    a = rng.standard_normal((width, rows)) * 10.0 ** rng.integers(-8, 16, (width, rows))
+    expected = a[0].copy()
+    for j in range(1, width):
+        expected = expected + a[j]
+    np.testing.assert_array_equal(_column_sums(a, np.empty_like(a)), expected)
