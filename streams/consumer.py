@@ -43,6 +43,7 @@ BUSY_GAP_S = 0.05  # records within this long of the previous batch: the topic i
 DURATIONS_KEPT = 256  # batch times the p99 is taken over
 SLICE_SHARE_OF_BUDGET = 0.25  # a batch may hold the event loop for this share of the tightest kind's budget
 MIN_RECORDS = 16  # the fetch limit never goes below this, however slow a batch was
+FIRST_RECORDS = 256  # the first fetch's limit, before a batch has been timed (a gateway array is 50 readings)
 COMMIT_INTERVAL_S = 1.0  # as Faust's broker_commit_interval: a crash repeats at most this much work
 IDLE_POLL_MS = 200  # how long getmany waits when nothing is fetched (then done offsets are committed)
 SHUTDOWN_GRACE_S = 10.0  # a batch in flight at shutdown gets this long to finish
@@ -94,7 +95,7 @@ class KindConsumer:
         # record. A hazmat reading then never waits behind a long air or traffic batch.
         tightest_ms = min(k.batch.budget_ms for k in runtime.topology.spec.kinds.values())
         self.slice_s = SLICE_SHARE_OF_BUDGET * tightest_ms / 1000
-        self.fetch_limit = self.max_records
+        self.fetch_limit = min(self.max_records, FIRST_RECORDS)
         self._cost_per_record_s = 0.0  # EWMA of a batch's CPU stage time per record
         # Coalescing: each batch costs a fixed ~3-5 ms (35 detectors' passes, the sinks' round
         # trips) whatever its size, so on a busy topic a batch waits for more records, for the
