@@ -197,12 +197,16 @@ class AqiHj633(Stateless):
         over = c > self._top[table]
         if over.any():  # SO2 1h above 800 and O3 8h above 800 use another table
             table = np.where(over & (self._fallback[table] >= 0), self._fallback[table], table)
-        bp = self._breakpoints[table]
-        hi = np.count_nonzero(bp <= c[:, None], axis=1)  # searchsorted(bp, c, "right")
+        hi = np.empty(c.shape[0], np.int64)
+        for k in range(self._sizes.shape[0]):  # a searchsorted per table (eight at most), not per row
+            rows = np.flatnonzero(table == k)
+            if rows.shape[0]:
+                hi[rows] = np.searchsorted(self._breakpoints[k, : self._sizes[k]], c[rows], side="right")
         hi = np.clip(hi, 1, self._sizes[table] - 1)
         lo = hi - 1
-        rows = np.arange(c.shape[0])
-        bp_lo, bp_hi = bp[rows, lo], bp[rows, hi]
+        flat = self._breakpoints.reshape(-1)
+        at = table * self._breakpoints.shape[1]
+        bp_lo, bp_hi = flat[at + lo], flat[at + hi]
         step_lo, step_hi = _STEPS[lo], _STEPS[hi]
         raw = (c - bp_lo) * (step_hi - step_lo) / (bp_hi - bp_lo) + step_lo
         out: FloatArray = np.minimum(np.ceil(raw - _CEIL_TOLERANCE), IAQI_STEPS[-1])

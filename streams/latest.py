@@ -57,7 +57,7 @@ class _Latest:
             # layout): a cell's last row is its newest (the latest row among equal times)
             last_row = self._scratch()
             np.maximum.at(last_row, flat, np.arange(flat.shape[0], dtype=np.int64))
-            cells = np.unique(flat)
+            cells = np.flatnonzero(last_row >= 0)  # (cells: catalog sensors x exported columns)
             last = last_row[cells]
             last_row[cells] = -1
         else:

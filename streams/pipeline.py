@@ -158,15 +158,32 @@ class KindPipeline:
         return alerts
 
     def _alerts(self, ev: RouteEvaluator, t: Transitions, measure: str, now_ms: int) -> list[Alert]:
-        n = t.rows.shape[0]
-        if n == 0:
+        """``_alert`` of every level change of a route, with what they share looked up once."""
+        if t.rows.shape[0] == 0:
             return []
-        return [
-            self._alert(ev.spec, sensor_idx, event_ms, previous, current, score, threshold, measure, now_ms, event_ts)
-            for sensor_idx, event_ms, previous, current, score, threshold, event_ts in zip(
+        route = ev.spec
+        rule, kind, levels = route.rule, self.kind, [(lv.severity.value, lv.severity.colour) for lv in route.levels]
+        detected_at = self._detected_at(now_ms)
+        fixed = list(route.departments) if route.departments else None
+        who, out = self._alert_sensors, []
+        for sensor_idx, event_ms, previous, current, score, threshold, event_ts in zip(
                 t.sensor_idx.tolist(), t.event_time_ms.tolist(), t.previous.tolist(), t.current.tolist(),
-                t.score.tolist(), t.threshold.tolist(), self._iso_many(t.event_time_ms), strict=True)
-        ]
+                t.score.tolist(), t.threshold.tolist(), self._iso_many(t.event_time_ms), strict=True):
+            status: Status = "firing" if previous == 0 else ("resolved" if current == 0 else "updated")
+            severity, colour = levels[(current or previous) - 1]
+            sensor_id, site_id, district, lat, lon, info = who.get(sensor_idx) or self._who(sensor_idx)
+            alarm_key = f"{sensor_id}:{rule}"
+            fields = {"rule": rule, "sensor_id": sensor_id, "site_id": site_id, "district": district, "value": score,
+                      "threshold": threshold, "severity": severity, "status": status}
+            out.append(Alert(
+                alert_id=alert_id(alarm_key, status, event_ms, previous, current),
+                alarm_key=alarm_key, status=status, severity=severity, level=colour, rule=rule, kind=kind,
+                sensor_id=sensor_id, site_id=site_id, district=district, lat=lat, lon=lon, quantity=measure,
+                value=score, threshold=threshold, score=score, event_ts=event_ts, event_time_ms=event_ms,
+                detected_at=detected_at, departments=list(fixed) if fixed is not None else self._departments(route, info),
+                summary=_summary(route, fields),
+            ))
+        return out
 
     def _alert(
         self, route: RouteSpec, sensor_idx: int, event_ms: int, previous: int, current: int,
