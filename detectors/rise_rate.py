@@ -187,7 +187,7 @@ def _slopes(t_seq: IntArray, v_seq: FloatArray, lo: IntArray, n: IntArray, t: In
     return out
 
 
-_CHUNK = 1 << 15
+_CHUNK = 1 << 14  # (points x rows) a chunk: 128 KB arrays stay below malloc's mmap threshold, and in cache
 
 
 def _slope_chunk(t_seq: IntArray, v_seq: FloatArray, lo: IntArray, n: IntArray, t: IntArray, col: IntArray,

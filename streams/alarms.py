@@ -195,10 +195,12 @@ class RouteEvaluator:
             shifted = np.where(length < 64, carry << np.minimum(length, np.uint64(63)), np.uint64(0))
             state["recent_bits"][first] = (shifted & keep).astype(np.uint64)
 
-    def _apply_conditions(self, s: Int32Array, t: IntArray, crossed: Int8Array, held: Int8Array) -> tuple[Int8Array, Int8Array]:
-        """(lo, hi) of the clamp per row from for_s / n_of_m / hold_s (rows: fresh, by sensor)."""
+    def _apply_conditions(self, s: Int32Array, t: IntArray, crossed: Int8Array, held: Int8Array,
+                          segments: Segmented | None = None) -> tuple[Int8Array, Int8Array]:
+        """(lo, hi) of the clamp per row from for_s / n_of_m / hold_s (rows: fresh, by sensor;
+        ``segments``: their ``rules.segments`` when the caller has them)."""
         spec, state = self.spec, self.state
-        starts, ends, seg, position = rules.segments(s)
+        starts, ends, seg, position = rules.segments(s) if segments is None else segments
         first = s[starts]
         lo = np.zeros(s.shape[0], np.int8)
         hi = np.zeros(s.shape[0], np.int8)
@@ -224,7 +226,8 @@ class RouteEvaluator:
         return lo, np.maximum(lo, hi)
 
 
-Conditions = Callable[[Int32Array, IntArray, Int8Array, Int8Array], tuple[Int8Array, Int8Array]]
+Segmented = tuple[IntArray, IntArray, IntArray, IntArray]  # rules.segments: starts, ends, segment, position
+Conditions = Callable[[Int32Array, IntArray, Int8Array, Int8Array, Segmented | None], tuple[Int8Array, Int8Array]]
 
 
 def _scan_levels(
@@ -251,31 +254,40 @@ def _scan_levels(
     if n == 0:
         return np.zeros(0, np.int8), np.zeros(0, np.int8), np.zeros(0, np.bool_)
     level, last_ms = state["level"], state["last_event_ms"]
-    order = np.argsort(sensor, kind="stable")  # rows of a sensor together, in arrival order
-    s, t = sensor[order], event_ms[order]
+    order: IntArray | None = None
+    if n > 1 and not bool(np.all(sensor[1:] >= sensor[:-1])):
+        order = np.argsort(sensor, kind="stable")  # rows of a sensor together, in arrival order
+        s, t, lo, hi = sensor[order], event_ms[order], crossed[order], held[order]
+    else:
+        s, t, lo, hi = sensor, event_ms, crossed.copy(), held.copy()
     starts, segment, position = _segments(s)
-    newest = _running_max(t, segment, last_ms[s[starts]])  # newest event time up to each row
-    stale = _stale(t, starts, position, newest, last_ms[s[starts]])
-    lo, hi = crossed[order], held[order]
-    if conditions is not None:
-        fresh = np.flatnonzero(~stale)
-        lo, hi = lo.copy(), hi.copy()
-        if fresh.size:
-            lo[fresh], hi[fresh] = conditions(s[fresh], t[fresh], lo[fresh], hi[fresh])
-    lo = np.where(stale, np.int8(0), lo).astype(np.int8)
-    hi = np.where(stale, np.int8(np.iinfo(np.int8).max), hi).astype(np.int8)
+    seed = last_ms[s[starts]]
+    newest = _running_max(t, segment, seed)  # newest event time up to each row
+    stale = _stale(t, starts, position, newest, seed)
+    ends = run_ends(starts, n)
+    if not stale.any():
+        if conditions is not None:
+            lo, hi = conditions(s, t, lo, hi, (starts, ends, segment, position))
+    else:
+        if conditions is not None:
+            fresh = np.flatnonzero(~stale)
+            if fresh.size:
+                lo[fresh], hi[fresh] = conditions(s[fresh], t[fresh], lo[fresh], hi[fresh], None)
+        lo = np.where(stale, np.int8(0), lo).astype(np.int8)
+        hi = np.where(stale, np.int8(np.iinfo(np.int8).max), hi).astype(np.int8)
     # a row with lo == hi sets the level whatever it was: compositions need only start there
     anchor = lo == hi
     anchor[starts] = True
     rows = np.arange(n, dtype=np.int64)
     _compose_prefix_clamps(lo, hi, rows - np.maximum.accumulate(np.where(anchor, rows, 0)))
-    cur = np.clip(level[s], lo, hi).astype(np.int8)
+    cur = np.minimum(np.maximum(level[s], lo), hi)  # clip, without np.clip's Python overhead
     prev = np.empty(n, np.int8)
     prev[1:] = cur[:-1]
     prev[starts] = level[s[starts]]
-    ends = run_ends(starts, n)
     level[s[ends]] = cur[ends]
     last_ms[s[ends]] = newest[ends]
+    if order is None:
+        return prev, cur, stale
     previous, current, late = np.empty(n, np.int8), np.empty(n, np.int8), np.empty(n, np.bool_)
     previous[order], current[order], late[order] = prev, cur, stale
     return previous, current, late
@@ -333,5 +345,6 @@ def _compose_prefix_clamps(lo: Int8Array, hi: Int8Array, position: IntArray) -> 
         i = np.flatnonzero(position >= step)
         j = i - step
         lo_i, hi_i = lo[i], hi[i]
-        lo[i], hi[i] = np.clip(lo[j], lo_i, hi_i), np.clip(hi[j], lo_i, hi_i)
+        lo[i] = np.minimum(np.maximum(lo[j], lo_i), hi_i)  # clip(lo[j], lo_i, hi_i)
+        hi[i] = np.minimum(np.maximum(hi[j], lo_i), hi_i)
         step *= 2

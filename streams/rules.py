@@ -70,7 +70,7 @@ def recent_count(hit: BoolArray, position: IntArray, seg: IntArray, starts: IntA
     lo = np.arange(hit.shape[0]) - m  # the row just outside the window
     outside = np.where(lo >= starts[seg], c[np.maximum(lo, 0)] - before, 0)
     from_rows = in_seg - outside
-    n_carried = np.clip(m - 1 - position, 0, 63).astype(np.uint64)
+    n_carried = np.minimum(np.maximum(m - 1 - position, 0), 63).astype(np.uint64)
     carried = np.bitwise_count(carry[seg] & ((np.uint64(1) << n_carried) - np.uint64(1)))
     return (from_rows + carried.astype(np.int64)).astype(np.int64)
 
@@ -80,7 +80,7 @@ def next_carry_bits(hit: BoolArray, position: IntArray, ends: IntArray, seg: Int
     """The carry after each segment: its last m-1 results, newest in bit 0."""
     keep = np.uint64((1 << max(m - 1, 0)) - 1)
     distance = ends[seg] - np.arange(hit.shape[0])  # 0 for the segment's last row
-    bits = np.where(hit & (distance < m - 1), np.uint64(1) << distance.clip(0, 63).astype(np.uint64), np.uint64(0))
+    bits = np.where(hit & (distance < m - 1), np.uint64(1) << np.minimum(np.maximum(distance, 0), 63).astype(np.uint64), np.uint64(0))
     fresh = np.add.reduceat(bits, after_first(ends + 1, 0)) if bits.size else bits
     length = (position[ends] + 1).astype(np.uint64)
     shifted = np.where(length < 64, carry << np.minimum(length, np.uint64(63)), np.uint64(0))
