@@ -387,7 +387,8 @@ class Harness:
 
     def start_worker(self, topology: Path, group: str,
                      processes: int = 1) -> tuple[subprocess.Popen[bytes], Path, Metrics]:
-        self.groups.append(group)
+        # the worker's consumer groups, one per kind (Settings.consumer_group)
+        self.groups.extend(f"{group}.{kind}" for kind in load_topology(topology).spec.kinds)
         self.namespaces.append(group)
         port = free_ports(processes)
         cityops = str(Path(sys.executable).with_name("cityops"))

@@ -45,14 +45,17 @@ from streams import stack  # noqa: E402
 from streams.topology import Topology  # noqa: E402
 
 
-async def lag(bootstrap: str, group: str, topics: list[str], partitions: int) -> int:
-    """Sum over the input partitions of (end offset - group's committed offset)."""
+async def lag(bootstrap: str, groups: dict[str, str], partitions: int) -> int:
+    """Sum over the input partitions of (end offset - committed offset of the topic's group)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await asyncio.gather(admin.start(), consumer.start())
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        tps = [TopicPartition(t, p) for t in groups for p in range(partitions)]
+        committed = {}
+        for topic, group in groups.items():
+            mine = [tp for tp in tps if tp.topic == topic]
+            committed.update(await admin.list_consumer_group_offsets(group, partitions=mine))
         ends = await consumer.end_offsets(tps)
         return sum(ends[tp] - max(committed[tp].offset, 0) if tp in committed else ends[tp] for tp in tps)
     finally:
@@ -99,7 +102,7 @@ def main() -> int:
         env = {**base_env, "CITYOPS_WEB_PORT": str(port), "CITYOPS_DATA_DIR": str(workdir / f"data-{name}")}
         workers[name] = Worker(topo, env, workdir / f"worker-{name}.log", port)
     A, B = workers["A"], workers["B"]
-    inputs = [topo.kind(k).topic for k in topo.spec.kinds]
+    groups = {topo.kind(k).topic: f"{group}.{k}" for k in topo.spec.kinds}  # Settings.consumer_group
     parts = topo.spec.topics.partitions
     counted = {"A": 0.0, "B": 0.0}
 
@@ -128,7 +131,7 @@ def main() -> int:
         t_leave = time.monotonic()
         A.stop()
         t_stopped = time.monotonic()
-        wait_until(lambda: B.alive() and asyncio.run(lag(cfg.bootstrap, group, inputs, parts)) == 0,
+        wait_until(lambda: B.alive() and asyncio.run(lag(cfg.bootstrap, groups, parts)) == 0,
                    a.deadline_s, "committed offsets at the end of every input partition", 1.0)
         t_done = time.monotonic()
         count("B")

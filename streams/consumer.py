@@ -1,7 +1,7 @@
 """The worker's hot path: one batch consumer per sensor kind, from the Kafka fetch to the sinks.
 
-Each kind's readings topic is read by its own aiokafka consumer in the worker's
-consumer group (``Settings.app_id``). ``getmany`` hands over whatever the fetcher
+Each kind's readings topic is read by its own aiokafka consumer, in that kind's
+consumer group (``Settings.consumer_group``: ``<app_id>.<kind>``). ``getmany`` hands over whatever the fetcher
 holds, up to the kind's ``batch.max_messages``, as soon as anything is there: a
 lone gas reading is processed at once, and under load batches grow by themselves
 while the previous one is processed. A fetch becomes one ``RawBatch`` (bodies and
@@ -120,7 +120,7 @@ class KindConsumer:
         settings = self._settings
         self._consumer = consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap,
-            group_id=settings.app_id,
+            group_id=settings.consumer_group(self.kind),
             client_id=f"{settings.app_id}-{self.kind}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -1,10 +1,10 @@
-"""Consumer lag per input partition: how far the workers' consumer group is behind.
+"""Consumer lag per input partition: how far the workers' consumer groups are behind.
 
-``cityops_consumer_lag{kind, partition}`` = the partition's end offset minus the group's
-committed offset (all of the end offset while nothing is committed yet), read every
-``period_s`` with an admin client and an offset-only consumer, outside Faust, as lag
-exporters do. Every worker exports the whole group's lag (it is one group), so boards
-take ``max by (kind, partition)``. A scrape reads the last copy; it never waits on Kafka.
+``cityops_consumer_lag{kind, partition}`` = the partition's end offset minus the committed
+offset of the kind's consumer group (all of the end offset while nothing is committed
+yet), read every ``period_s`` with an admin client and an offset-only consumer, as lag
+exporters do. Every worker exports the whole groups' lag, so boards take
+``max by (kind, partition)``. A scrape reads the last copy; it never waits on Kafka.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ class ConsumerLag(PeriodicRefresh, Collector):
     errors = (KafkaError, OSError)  # the worker logs Kafka outages itself
     task_name = "cityops-consumer-lag"
 
-    def __init__(self, bootstrap: str, group: str, topics: Mapping[str, str], period_s: float = 10.0) -> None:
-        self.bootstrap, self.group, self.topics, self.period_s = bootstrap, group, dict(topics), period_s  # topic -> kind
+    def __init__(self, bootstrap: str, group: str | Mapping[str, str], topics: Mapping[str, str],
+                 period_s: float = 10.0) -> None:
+        """``group``: one consumer group for every topic, or per kind (kind -> group)."""
+        self.bootstrap, self.topics, self.period_s = bootstrap, dict(topics), period_s  # topic -> kind
+        self.groups = {kind: group if isinstance(group, str) else group[kind] for kind in self.topics.values()}
         self.lag: dict[tuple[str, int], int] = {}  # (kind, partition) -> messages behind
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None
@@ -43,7 +46,10 @@ class ConsumerLag(PeriodicRefresh, Collector):
         if not partitions:
             return
         ends = await self._offsets.end_offsets(partitions)
-        committed = await self._admin.list_consumer_group_offsets(self.group, partitions=partitions)
+        committed = {}
+        for group in sorted(set(self.groups.values())):
+            mine = [tp for tp in partitions if self.groups[self.topics[tp.topic]] == group]
+            committed.update(await self._admin.list_consumer_group_offsets(group, partitions=mine))
         lag = {}
         for tp in partitions:
             done = committed.get(tp)
@@ -53,7 +59,7 @@ class ConsumerLag(PeriodicRefresh, Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("cityops_consumer_lag", "Messages of an input partition not yet committed by the "
-                                   "workers' consumer group (end offset - committed offset)", labels=["kind", "partition"])
+                                   "kind's consumer group (end offset - committed offset)", labels=["kind", "partition"])
         for (kind, partition), behind in sorted(self.lag.items()):
             family.add_metric([kind, str(partition)], float(behind))
         yield family

@@ -74,7 +74,8 @@ class Runtime:
         self.board = RedisAlarmBoard(self.redis, settings.namespace)
         self.live_alarms = LiveAlarms(self.board)  # cityops_live_alarm for the boards (streams/live_alarms.py)
         metrics.registry.register(self.live_alarms)
-        self.lag = ConsumerLag(settings.bootstrap, settings.app_id, topology.input_topics())  # cityops_consumer_lag
+        self.lag = ConsumerLag(settings.bootstrap, {kind: settings.consumer_group(kind) for kind in topology.spec.kinds},
+                               topology.input_topics())  # cityops_consumer_lag
         metrics.registry.register(self.lag)
         self.archive = build_archive(topology, settings.data_dir)
         self.sinks: list[AlertSink] = [KafkaAlertSink(self.writer, topology.spec.topics.alerts)]

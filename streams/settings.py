@@ -21,6 +21,12 @@ class Settings:
     data_dir: Path = Path(".stack/worker")
     delivery: str = "worker"  # who POSTs the outboxes: the worker, or `cityops deliver` ("separate")
 
+    def consumer_group(self, kind: str) -> str:
+        """The Kafka consumer group of a kind's batch consumers: one group per kind, so a
+        worker's start, or a worker joining, is one join per group, not a cascade of
+        rebalances of one group that four consumers per worker join one after another."""
+        return f"{self.app_id}.{kind}"
+
     @property
     def broker_url(self) -> str:
         return ",".join(f"kafka://{hp}" for hp in self.bootstrap.split(","))
