@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from sinks.base import Alert
 
 HISTORY_LENGTH = 10_000
+STATE_CHUNK = 2_000  # state records per round trip (hazmat: ~18 MB), well inside the socket timeout
 
 
 class RedisAlarmBoard:
@@ -62,9 +63,25 @@ class RedisAlarmBoard:
             pipe.hset(key, mapping=cast(Any, dict(fields)))  # redis-py's key type is invariant
         await pipe.execute()
 
-    async def state(self, key: str) -> dict[bytes, bytes]:
-        """Every per-sensor state record under ``key``."""
-        return cast(dict[bytes, bytes], await self._redis.hgetall(key))
+    async def write_state(self, key: str, records: Mapping[str, bytes], chunk: int = STATE_CHUNK) -> None:
+        """Per-sensor state records into the hash ``key``, ``chunk`` fields per round trip.
+
+        Not one transaction: each record stands alone (a sensor's whole state), so a
+        write cut short leaves some sensors newer than the committed offsets, and their
+        re-delivered readings are late for them and change nothing. One MULTI/EXEC of a
+        large checkpoint (50,000 hazmat sensors are 450 MB) outlasted the client's socket
+        timeout and was retried forever."""
+        items = list(records.items())
+        for start in range(0, len(items), chunk):
+            await self._redis.hset(key, mapping=cast(Any, dict(items[start:start + chunk])))
+
+    async def state(self, key: str, chunk: int = STATE_CHUNK) -> dict[bytes, bytes]:
+        """Every per-sensor state record under ``key``, read ``chunk`` fields at a time
+        (HSCAN: one HGETALL of a large hash outlasts the client's socket timeout)."""
+        out: dict[bytes, bytes] = {}
+        async for field, value in self._redis.hscan_iter(key, count=chunk):
+            out[field] = value
+        return out
 
     async def active(self) -> list[Alert]:
         raw = await self._redis.hvals(self.active_key)

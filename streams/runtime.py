@@ -265,8 +265,8 @@ class Runtime:
                 return
             sensors = np.unique(np.concatenate(touched))
             checkpoint = self.checkpoints[kind]
-            state = {checkpoint.key: checkpoint.encode(sensors)}
-            await self._until_done(kind, "checkpoint", lambda: self.board.write_batch((), state))
+            records = checkpoint.encode(sensors)
+            await self._until_done(kind, "checkpoint", lambda: self.board.write_state(checkpoint.key, records))
             self._dirty[kind] = []
 
     async def _apply_alarms(self, alerts: Sequence[Alert]) -> None:
