@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_SHARE_OF_BUDGET = 0.5  # a batch collects for at most this share of the budget, minus its p99 time
 BUSY_GAP_S = 0.05  # records within this long of the previous batch: the topic is busy, so coalesce
+QUIET_MS = 20  # ... until a poll this long brings nothing: the topic went quiet (a backlog's end), so go
 DURATIONS_KEPT = 256  # batch times the p99 is taken over
 SLICE_SHARE_OF_BUDGET = 0.25  # a batch may hold the event loop for this share of the tightest kind's budget
 MIN_RECORDS = 16  # the fetch limit never goes below this, however slow a batch was
@@ -184,7 +185,9 @@ class KindConsumer:
                 self._done[tp] = recs[-1].offset + 1
 
     async def _coalesce(self, records: dict[TopicPartition, list[Any]]) -> Records:
-        """More records for the same batch, until the window closes or the fetch limit is met."""
+        """More records for the same batch, until the window closes, the fetch limit is met, or
+        the topic goes quiet (without that, the last batch of a drained backlog waited out
+        the whole window: up to a second for air)."""
         deadline = time.monotonic() + self.window_s
         n = sum(map(len, records.values()))
         consumer = self._started()
@@ -192,7 +195,9 @@ class KindConsumer:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
-            more = await consumer.getmany(timeout_ms=left_ms, max_records=self.fetch_limit - n)
+            more = await consumer.getmany(timeout_ms=min(left_ms, QUIET_MS), max_records=self.fetch_limit - n)
+            if not more:
+                break
             for tp, recs in more.items():
                 records[tp] = [*records.get(tp, ()), *recs]
                 n += len(recs)

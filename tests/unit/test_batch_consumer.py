@@ -125,12 +125,36 @@ async def test_a_busy_batch_collects_until_the_fetch_limit() -> None:
     assert kafka.calls == [7, 3]  # each fetch asks only for what is left; none once the limit is met
 
 
+class _SteadyKafka:
+    """A busy topic: every poll brings one more record, 5 ms later."""
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp, self.next = tp, 1
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[_Record]]:
+        await asyncio.sleep(0.005)
+        self.next += 1
+        return {self.tp: _records(self.tp, self.next - 1, 1)}
+
+
 async def test_a_busy_batch_closes_when_its_window_ends() -> None:
     consumer = _consumer("hazmat")
-    consumer.window_s, consumer.fetch_limit = 0.05, 1000
+    consumer.window_s, consumer.fetch_limit = 0.1, 1000
     tp0 = TopicPartition("t", 0)
-    consumer._consumer = _ScriptedKafka([])  # type: ignore[assignment]
+    consumer._consumer = _SteadyKafka(tp0)  # type: ignore[assignment]
     t0 = time.monotonic()
     got = await consumer._coalesce({tp0: _records(tp0, 0, 1)})
-    assert 0.04 <= time.monotonic() - t0 < 1.0
-    assert [r.offset for r in got[tp0]] == [0]
+    assert 0.09 <= time.monotonic() - t0 < 1.0
+    assert [r.offset for r in got[tp0]] == list(range(len(got[tp0])))
+    assert 5 <= len(got[tp0]) <= 21
+
+
+async def test_a_batch_closes_when_its_topic_goes_quiet() -> None:
+    consumer = _consumer("air")
+    consumer.window_s, consumer.fetch_limit = 2.0, 1000
+    tp0 = TopicPartition("t", 0)
+    consumer._consumer = _ScriptedKafka([{tp0: _records(tp0, 1, 2)}])  # type: ignore[assignment]
+    t0 = time.monotonic()
+    got = await consumer._coalesce({tp0: _records(tp0, 0, 1)})
+    assert time.monotonic() - t0 < 0.5  # not the 2 s window: the poll after the last records brought nothing
+    assert [r.offset for r in got[tp0]] == [0, 1, 2]
