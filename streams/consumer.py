@@ -246,7 +246,13 @@ class KindConsumer:
             await self._commit(force=True)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.runtime.reload_kind(self.kind, {tp.partition for tp in assigned if tp.topic == self.topic})
+        try:
+            await self.runtime.reload_kind(self.kind, {tp.partition for tp in assigned if tp.topic == self.topic})
+        except Exception:
+            # aiokafka would only log a listener's failure, and the kind would carry on with the
+            # state reset and nothing restored: restart instead, and restore on the next start
+            log.exception("restoring the %s state after a partition assignment failed", self.kind)
+            _die(f"the {self.kind} state could not be restored after an assignment")
 
     @property
     def assignment(self) -> set[TopicPartition]:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from aiokafka import TopicPartition
 
 from streams.consumer import DURATIONS_KEPT, FIRST_RECORDS, MIN_RECORDS, KindConsumer, to_raw_batch
@@ -158,3 +159,19 @@ async def test_a_batch_closes_when_its_topic_goes_quiet() -> None:
     got = await consumer._coalesce({tp0: _records(tp0, 0, 1)})
     assert time.monotonic() - t0 < 0.5  # not the 2 s window: the poll after the last records brought nothing
     assert [r.offset for r in got[tp0]] == [0, 1, 2]
+
+
+async def test_a_restore_that_fails_after_an_assignment_ends_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiokafka only logs a failing listener; the kind must not carry on with reset state."""
+    import streams.consumer as consumer_module
+
+    consumer = _consumer("hazmat")
+
+    async def failing_reload(kind: str, partitions: set[int]) -> None:
+        raise ConnectionError("redis down")
+
+    died: list[str] = []
+    monkeypatch.setattr(consumer.runtime, "reload_kind", failing_reload, raising=False)
+    monkeypatch.setattr(consumer_module, "_die", died.append)
+    await consumer.on_assigned({TopicPartition(consumer.topic, 0)})
+    assert died and "hazmat" in died[0]
