@@ -94,6 +94,10 @@ def worker(
 
     from streams.app import create_app
 
+    # Faust makes only the last level of its data dir, and a worker whose parent directory is
+    # missing hung after logging the error instead of exiting
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
     faust_app = create_app(settings)
     faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
 
