@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
 from detectors.params import check_at_least, check_below_one, check_choice, floats, ints
-from detectors.recursions import ewma_after, ewma_before
+from detectors.ewma_z import EwmaRounds
 from detectors.rounds import RoundPlan
 from detectors.series import Series, SeriesDetector
 from detectors.state import Field
@@ -99,19 +99,10 @@ class TwoSidedCusum(SeriesDetector):
         return out
 
     def scan(self, series: Series) -> FloatArray:
-        plan, g = series.plan(), series.segments
-        counts, means, variances = ints(self.state["n"]), floats(self.state["mean"]), floats(self.state["var"])
+        run = EwmaRounds.of(series, self.state, self.alpha)
+        plan, sensor, x_r, mean_r, var_r = run.plan, run.sensor, run.x_r, run.mean_r, run.var_r
         ups, downs = floats(self.state["up"]), floats(self.state["down"])
-        sensor = series.head_sensor()[plan.perm]  # per place of a round
-        n0 = counts[series.head_sensor()]
-        n = n0[g.seg] + g.rank + 1
-        w = np.maximum(self.alpha, 1.0 / n)
-        omw = 1.0 - w
-        x = series.value
-        x_r, w_r, omw_r = plan.to_rounds(x), plan.to_rounds(w), plan.to_rounds(omw)
-        mean_r, var_r = ewma_before(plan, x_r, w_r, means[sensor], variances[sensor], omw_r)
-        assert var_r is not None
-        live_r = plan.to_rounds(n > self.warmup)
+        live_r = plan.to_rounds(run.n > self.warmup)
         z_r = np.where(live_r, (x_r - mean_r) / np.maximum(scale(var_r, mean_r), self.min_sd), 0.0)
         # both sums as two interleaved channels: S- - z is S- + (-z), exactly
         zz = np.empty((z_r.shape[0], 2))
@@ -121,9 +112,8 @@ class TwoSidedCusum(SeriesDetector):
         sums0[:, 0], sums0[:, 1] = ups[sensor], downs[sensor]
         after = _cusum_after(plan, zz, sums0, self.k, None if bool(live_r.all()) else live_r)
         last = plan.last
-        means[sensor], variances[sensor] = ewma_after(mean_r[last], var_r[last], x_r[last], w_r[last], omw_r[last])
+        run.save()
         ups[sensor], downs[sensor] = after[last, 0], after[last, 1]
-        counts[sensor] = n0[plan.perm] + g.size[plan.perm]
         up, down = plan.to_grouped(after[:, 0]), plan.to_grouped(after[:, 1])
         out: FloatArray = up if self.side == "up" else down if self.side == "down" else np.maximum(up, down)
         return out

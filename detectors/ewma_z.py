@@ -13,6 +13,7 @@ and scores every row at once from the states before them, bit for bit what
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,8 +21,9 @@ import numpy as np
 from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray
 from detectors.params import check_at_least, check_below_one, floats, ints
 from detectors.recursions import ewma_after, ewma_before
+from detectors.rounds import RoundPlan
 from detectors.series import Series, SeriesDetector
-from detectors.state import Field
+from detectors.state import Field, SensorState
 from detectors.stats import ewma_fold, scale
 
 
@@ -57,20 +59,49 @@ class EwmaZScore(SeriesDetector):
         return z
 
     def scan(self, series: Series) -> FloatArray:
+        run = EwmaRounds.of(series, self.state, self.alpha)
+        run.save()
+        plan = run.plan
+        mean, var = plan.to_grouped(run.mean_r), plan.to_grouped(run.var_r)
+        z: FloatArray = np.where(run.n > self.warmup, np.abs(series.value - mean) / scale(var, mean), 0.0)
+        return z
+
+
+@dataclass(frozen=True, slots=True)
+class EwmaRounds:
+    """A batch's EWMA mean and variance before each reading, round by round, from the
+    per-sensor state fields n/mean/var (shared by ewma_z and cusum)."""
+
+    plan: RoundPlan
+    state: SensorState
+    sensor: Int32Array  # per place of a round
+    n0: IntArray  # per segment: readings seen before the batch
+    n: IntArray  # per row (grouped): readings seen up to and including it
+    sizes: IntArray  # per place of a round: the segment's readings in this batch
+    x_r: FloatArray  # round-major rows: value, weight, 1 - weight, mean and variance before the row
+    w_r: FloatArray
+    omw_r: FloatArray
+    mean_r: FloatArray
+    var_r: FloatArray
+
+    @classmethod
+    def of(cls, series: Series, state: SensorState, alpha: float) -> EwmaRounds:
         plan, g = series.plan(), series.segments
-        counts, means, variances = ints(self.state["n"]), floats(self.state["mean"]), floats(self.state["var"])
-        sensor = series.head_sensor()[plan.perm]  # per place of a round
+        counts, means, variances = ints(state["n"]), floats(state["mean"]), floats(state["var"])
+        sensor = series.head_sensor()[plan.perm]
         n0 = counts[series.head_sensor()]
         n = n0[g.seg] + g.rank + 1
-        w = np.maximum(self.alpha, 1.0 / n)
-        omw = 1.0 - w
-        x = series.value
-        x_r, w_r, omw_r = plan.to_rounds(x), plan.to_rounds(w), plan.to_rounds(omw)
+        w = np.maximum(alpha, 1.0 / n)
+        x_r, w_r, omw_r = plan.to_rounds(series.value), plan.to_rounds(w), plan.to_rounds(1.0 - w)
         mean_r, var_r = ewma_before(plan, x_r, w_r, means[sensor], variances[sensor], omw_r)
         assert var_r is not None
-        last = plan.last
-        means[sensor], variances[sensor] = ewma_after(mean_r[last], var_r[last], x_r[last], w_r[last], omw_r[last])
-        counts[sensor] = n0[plan.perm] + g.size[plan.perm]
-        mean, var = plan.to_grouped(mean_r), plan.to_grouped(var_r)
-        z: FloatArray = np.where(n > self.warmup, np.abs(x - mean) / scale(var, mean), 0.0)
-        return z
+        return cls(plan, state, sensor, n0, n, g.size[plan.perm], x_r, w_r, omw_r, mean_r, var_r)
+
+    def save(self) -> None:
+        """The state after the batch: each sensor's mean and variance after its last row."""
+        plan, last, sensor = self.plan, self.plan.last, self.sensor
+        floats(self.state["mean"])[sensor], floats(self.state["var"])[sensor] = ewma_after(
+            self.mean_r[last], self.var_r[last], self.x_r[last], self.w_r[last], self.omw_r[last])
+        ints(self.state["n"])[sensor] = self.n0[plan.perm] + self.sizes
+
+
