@@ -66,7 +66,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.arrays import lasts, shifted
-from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
+from detectors.base import DetectorContext, FloatArray, IntArray, ReadingBatch, Scores
 from detectors.params import check_at_least, check_int_at_least, floats, ints
 from detectors.readings import Readings
 from detectors.rounds import RoundPlan, Segments, group_by_sensor, newest_before, segment_searchsorted, segments_of

@@ -3,11 +3,9 @@ readings rather than one quantity's rows."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from detectors.arrays import run_starts
 from detectors.base import FLAG_NORMAL, FloatArray, IntArray, ReadingBatch

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from detectors.base import FLAG_NORMAL, DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
+from detectors.base import DetectorContext, FloatArray, Int32Array, IntArray, ReadingBatch, Scores
 from detectors.rounds import Segments, distinct, group_by_sensor, newest_before, rounds
 from detectors.views import Series as Series
 from detectors.views import views

@@ -14,8 +14,8 @@ offsets count as done, and done offsets are committed at most
 revocation and at shutdown). A batch that cannot finish ends the process without
 committing, so it is delivered again (same alert ids). A revocation waits for the
 batch in flight, then commits; an assignment re-reads the kind's alarm levels and
-detector state from Redis, where the previous owner checkpointed them with every
-batch.
+detector state from Redis, where the previous owner checkpointed them before its
+last commit (``Runtime.checkpoint``).
 """
 
 from __future__ import annotations
@@ -113,6 +113,8 @@ class KindConsumer:
         self._batch_lock = asyncio.Lock()  # held while a batch is processed: a revocation waits for it
         self._done: dict[TopicPartition, int] = {}  # next offset per partition, outputs durable, not committed
         self._last_commit = time.monotonic()
+        # one commit at a time: a revocation's commit must not return while the loop's is in flight
+        self._commit_lock = asyncio.Lock()
         self._stopping = False
         self._fetching = False
         self._task: asyncio.Task[None] | None = None
@@ -225,21 +227,22 @@ class KindConsumer:
         self.fetch_limit = max(MIN_RECORDS, min(self.max_records, fits))
 
     async def _commit(self, *, force: bool) -> None:
-        if not self._done or (not force and time.monotonic() - self._last_commit < COMMIT_INTERVAL_S):
-            return
-        # the state as of these offsets first: a restart restores it and resumes after them
-        await self.runtime.checkpoint(self.kind)
-        done, self._done = self._done, {}
-        consumer = self._started()
-        owned = consumer.assignment()
-        offsets = {tp: offset for tp, offset in done.items() if tp in owned}
-        try:
-            if offsets:
-                await consumer.commit(offsets)
-        except KafkaError as exc:
-            # the batches are durable; the next owner (or this worker) repeats them: same alert ids
-            log.warning("committing %s offsets failed (%r); they will be delivered again", self.kind, exc)
-        self._last_commit = time.monotonic()
+        async with self._commit_lock:
+            if not self._done or (not force and time.monotonic() - self._last_commit < COMMIT_INTERVAL_S):
+                return
+            # the state as of these offsets first: a restart restores it and resumes after them
+            await self.runtime.checkpoint(self.kind)
+            done, self._done = self._done, {}
+            consumer = self._started()
+            owned = consumer.assignment()
+            offsets = {tp: offset for tp, offset in done.items() if tp in owned}
+            try:
+                if offsets:
+                    await consumer.commit(offsets)
+            except KafkaError as exc:
+                # the batches are durable; the next owner (or this worker) repeats them: same alert ids
+                log.warning("committing %s offsets failed (%r); they will be delivered again", self.kind, exc)
+            self._last_commit = time.monotonic()
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._batch_lock:  # the batch in flight first

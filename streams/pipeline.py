@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -158,7 +158,8 @@ class KindPipeline:
         return alerts
 
     def _alerts(self, ev: RouteEvaluator, t: Transitions, measure: str, now_ms: int) -> list[Alert]:
-        """``_alert`` of every level change of a route, with what they share looked up once."""
+        """One alarm event per level change of a route (a cleared alarm reports the level it
+        left), with what the changes share looked up once."""
         if t.rows.shape[0] == 0:
             return []
         route = ev.spec
@@ -184,29 +185,6 @@ class KindPipeline:
                 summary=_summary(route, fields),
             ))
         return out
-
-    def _alert(
-        self, route: RouteSpec, sensor_idx: int, event_ms: int, previous: int, current: int,
-        score: float, threshold: float, measure: str, now_ms: int, event_ts: str | None = None,
-    ) -> Alert:
-        """One level change as an alarm event; a cleared alarm reports the level it left."""
-        status: Status = "firing" if previous == 0 else ("resolved" if current == 0 else "updated")
-        severity = route.levels[(current or previous) - 1].severity
-        sensor_id, site_id, district, lat, lon, info = self._who(sensor_idx)
-        alarm_key = f"{sensor_id}:{route.rule}"
-        fields = {
-            "rule": route.rule, "sensor_id": sensor_id, "site_id": site_id, "district": district,
-            "value": score, "threshold": threshold, "severity": severity.value, "status": status,
-        }
-        return Alert(
-            alert_id=alert_id(alarm_key, status, event_ms, previous, current),
-            alarm_key=alarm_key, status=status, severity=severity.value, level=severity.colour,
-            rule=route.rule, kind=self.kind, sensor_id=sensor_id, site_id=site_id, district=district,
-            lat=lat, lon=lon, quantity=measure, value=score, threshold=threshold, score=score,
-            event_ts=self._iso(event_ms) if event_ts is None else event_ts, event_time_ms=event_ms,
-            detected_at=self._detected_at(now_ms), departments=self._departments(route, info),
-            summary=_summary(route, fields),
-        )
 
     def _who(self, sensor_idx: int) -> tuple[str, str, str, float | None, float | None, SensorInfo | None]:
         """What an alarm event says about a sensor (cached: indices and the catalog are fixed)."""

@@ -143,16 +143,6 @@ class Runtime:
             self.lag.start()
             self._started.set()
 
-    async def reload(self, assigned: set[tuple[str, int]] | None = None) -> None:
-        """Re-read every kind's live alarms (after a rebalance another worker may have moved
-        them on); ``assigned``: the (topic, partition)s this worker owns now, for idle detection."""
-        async with self._lock:
-            await self._restore(self.pipelines)
-            if assigned is not None:
-                for kind in self.pipelines:
-                    topic = self.topology.kind(kind).topic
-                    self._assign(kind, {p for t, p in assigned if t == topic})
-
     async def reload_kind(self, kind: str, partitions: set[int]) -> None:
         """After a rebalance of ``kind``'s consumer: its alarm levels and detector state
         from Redis (the previous owner checkpointed them with every batch), and the

@@ -80,7 +80,9 @@ class BatchSpec(_Model):
 
     @property
     def window_ms(self) -> float:
-        """How long the worker collects a batch (streams/app.py; a replay batches the same way)."""
+        """How long a replay's default batching lets a batch span (streams/replay/window.py).
+        The live worker has no fixed window: its consumers coalesce busy batches for
+        budget/2 minus their measured p99 time (streams/consumer.py)."""
         return self.budget_ms * WINDOW_SHARE_OF_BUDGET
 
 
