@@ -66,7 +66,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(REPO), str(REPO / "loadtest")) if p not in sys.path]
 
-from bench_e2e import DEFAULT_MIX, free_port, parse_mix  # noqa: E402
+from bench_e2e import DEFAULT_MIX, free_ports, parse_mix  # noqa: E402
 from bench_pipeline import MessageFactory, MessageMix, Reading, environment, sensor_clock, sensor_models  # noqa: E402
 
 from peers.common import GAS_SETPOINT, RESULT_PREFIX, peak_rss_mb, proc_cpu_s  # noqa: E402
@@ -520,26 +520,6 @@ def family(pid: int) -> list[int]:
     except OSError:
         children = []
     return [pid, *(int(c) for c in children)]
-
-
-def free_ports(n: int) -> int:
-    """A port p with p .. p + n - 1 free."""
-    for _ in range(100):
-        port = free_port()
-        if all(_free(port + i) for i in range(1, n)):
-            return port
-    raise BenchError(f"no {n} consecutive free ports")
-
-
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 # ------------------------------------------------------------------ gas latency (open loop)

@@ -32,7 +32,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,6 +84,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(n: int) -> int:
+    """A port p with p .. p + n - 1 free."""
+    for _ in range(100):
+        port = free_port()
+        if all(_free(port + i) for i in range(1, n)):
+            return port
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def worker_processes(args: Sequence[str], n_kinds: int) -> int:
+    """How many worker processes (web ports) `cityops worker ARGS` runs: ``--processes`` for
+    each ``--isolate``d kind and for the rest."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--processes", type=int, default=1)
+    p.add_argument("--isolate", default="")
+    known, _ = p.parse_known_args(list(args))
+    isolated = len([k for k in known.isolate.split(",") if k.strip()])
+    groups = isolated + (1 if isolated < n_kinds else 0)
+    return known.processes * groups if (known.processes > 1 or isolated) else 1
+
+
 @dataclass
 class Worker:
     """A real `cityops worker` child process in its own session."""
@@ -95,13 +124,15 @@ class Worker:
     web_port: int
     profile_out: Path | None = None  # run the worker under cProfile, stats written here on exit
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # more `cityops worker` options, e.g. ("--isolate", "hazmat")
+    ports: int = 1  # worker processes serving web_port, web_port + 1, ... (their /metrics are summed)
 
     def start(self) -> None:
         cityops = str(Path(sys.executable).with_name("cityops"))
         prefix = [sys.executable, "-m", "cProfile", "-o", str(self.profile_out)] if self.profile_out else []
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*prefix, cityops, "worker", "--topology", str(self.topology.path), "--loglevel", "warning"],
+                [*prefix, cityops, "worker", "--topology", str(self.topology.path), "--loglevel", "warning", *self.args],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO, start_new_session=True,
             )
 
@@ -111,28 +142,46 @@ class Worker:
             raise RuntimeError(f"worker exited ({None if self.proc is None else self.proc.returncode}):\n{tail}")
         return True
 
-    def get(self, path: str) -> str | None:
+    def get(self, path: str, port: int | None = None) -> str | None:
+        """``path`` from the first worker process (or ``port``); None unless 200. With several
+        processes, /healthz answers only once every one of them does."""
+        if port is None and self.ports > 1 and path == "/healthz":
+            pages = [self.get(path, self.web_port + i) for i in range(self.ports)]
+            return None if None in pages else "\n".join(p for p in pages if p)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port or self.web_port}{path}", timeout=2) as resp:
                 return str(resp.read().decode()) if resp.status == 200 else None
         except OSError:
             return None
 
     def metrics(self) -> dict[tuple[str, str], float]:
-        """/metrics as {(sample name, label text): value}."""
+        """/metrics as {(sample name, label text): value}, summed over the worker processes."""
         out: dict[tuple[str, str], float] = {}
-        for line in (self.get("/metrics") or "").splitlines():
-            if line and not line.startswith("#"):
-                name_labels, value = line.rsplit(" ", 1)
-                name, _, labels = name_labels.partition("{")
-                out[(name, labels.rstrip("}"))] = float(value)
+        for i in range(self.ports):
+            for line in (self.get("/metrics", self.web_port + i) or "").splitlines():
+                if line and not line.startswith("#"):
+                    name_labels, value = line.rsplit(" ", 1)
+                    name, _, labels = name_labels.partition("{")
+                    key = (name, labels.rstrip("}"))
+                    out[key] = out.get(key, 0.0) + float(value)
         return out
+
+    def pids(self) -> list[int]:
+        """The worker and its children (`--processes`/`--isolate` make it a parent)."""
+        if self.proc is None:
+            return []
+        pid = self.proc.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return [pid, *(int(c) for c in children)]
 
     def readings_total(self) -> float:
         return sum(v for (name, _), v in self.metrics().items() if name == "cityops_readings_total")
 
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.proc.pid) if self.proc else 0.0
+        return sum(process_cpu_seconds(pid) for pid in self.pids())
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

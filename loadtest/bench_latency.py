@@ -44,6 +44,7 @@ import argparse
 import json
 import math
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -68,10 +69,11 @@ from bench_e2e import (  # noqa: E402
     Worker,
     delete_redis_namespace,
     delete_topics,
-    free_port,
+    free_ports,
     isolated_topology,
     parse_mix,
     wait_until,
+    worker_processes,
 )
 from bench_pipeline import MessageFactory, MessageMix, SensorModel, cpu_ticks, environment, rfc3339, sensor_clock, sensor_models  # noqa: E402
 
@@ -537,9 +539,10 @@ def scrape(worker: Worker) -> Scrape:
             kind = labels.split('kind="', 1)[1].split('"', 1)[0]
             counted[kind] = counted.get(kind, 0.0) + v
         sums[name] = sums.get(name, 0.0) + v
-    pid = worker.proc.pid if worker.proc else None
+    pids = worker.pids()  # the worker, and its processes with --worker-args "--isolate hazmat"
     return Scrape(raw, time.time(), counted, sums.get("cityops_alerts_total", 0.0), sums.get("cityops_budget_overruns_total", 0.0),
-                  sums.get("cityops_late_readings_total", 0.0), proc_cpu_s(pid), proc_mem_mb(pid))
+                  sums.get("cityops_late_readings_total", 0.0), sum(proc_cpu_s(p) for p in pids),
+                  sum(proc_mem_mb(p) for p in pids))
 
 
 def stage_deltas(a: Scrape, b: Scrape) -> dict[str, dict[str, float]]:
@@ -603,13 +606,15 @@ class Run:
         group = f"cityops-lat-{self.suffix}-{label}"
         self.groups.append(group)
         self.namespaces.append(group)
-        port = free_port()
+        args = tuple(shlex.split(self.a.worker_args))
+        ports = worker_processes(args, len(self.mix))
+        port = free_ports(ports)
         env = {**os.environ, "CITYOPS_BOOTSTRAP": self.cfg.bootstrap, "CITYOPS_REDIS_URL": self.cfg.redis_url,
                "CITYOPS_APP_ID": group, "CITYOPS_NAMESPACE": group, "CITYOPS_WEB_PORT": str(port),
                "CITYOPS_DATA_DIR": str(self.workdir / label / "worker-data")}
         for name in ("CITYOPS_WEBHOOK_URL", "CITYOPS_CAP_URL", "CITYOPS_TOPOLOGY", "CITYOPS_DELIVERY"):
             env.pop(name, None)  # receivers off: this is the stream's latency, not HTTP's
-        w = Worker(topo, env, self.workdir / label / "worker.log", port)
+        w = Worker(topo, env, self.workdir / label / "worker.log", port, args=args, ports=ports)
         self.live.append(w)
         return w
 
@@ -628,7 +633,9 @@ class Run:
 
     def ours(self, worker: Worker, child: ProducerChild | None) -> dict[str, int | None]:
         status = stack.status(self.cfg)
-        return {"worker": worker.proc.pid if worker.proc else None, "producer": child.proc.pid if child else None,
+        children = {f"worker-p{i}": pid for i, pid in enumerate(worker.pids()[1:])}  # --worker-args "--isolate ..."
+        return {"worker": worker.proc.pid if worker.proc else None, **children,
+                "producer": child.proc.pid if child else None,
                 "kafka": status.kafka.pid, "redis": status.redis.pid, "bench": os.getpid()}
 
 
@@ -757,7 +764,7 @@ def run_step(ld: Ladder, rate: float) -> dict[str, Any]:
             "lag_end_readings": lag_end, "lag_slope_per_s": slope, "catch_up_s": caught, "saturated": saturated,
             "latency": lat, "worker_cpu_pct": 100 * (last.cpu_s - first.cpu_s) / window,
             "worker_rss_mb": last.rss_mb, "worker_peak_rss_mb": max(peak_rss, last.rss_mb),
-            "worker_vmhwm_mb": proc_mem_mb(ld.worker.proc.pid if ld.worker.proc else None, "VmHWM"),
+            "worker_vmhwm_mb": sum(proc_mem_mb(p, "VmHWM") for p in ld.worker.pids()),
             "alarm_events_per_s": (last.alerts - first.alerts) / window, "budget_overruns": last.overruns - first.overruns,
             "late_readings": last.late - first.late, "cpu": cpu, "lag_series": series,
             "stages": stage_deltas(first, last),
@@ -866,7 +873,7 @@ def run_backlog(run: Run, rate: float, label: str) -> dict[str, Any]:
             if drained_at is not None else {"n": 0},
             "worker_per_s": (last.total - first.total) / window, "worker_cpu_pct": 100 * (last.cpu_s - first.cpu_s) / window,
             "worker_peak_rss_mb": max(peak_rss, last.rss_mb),
-            "worker_vmhwm_mb": proc_mem_mb(worker.proc.pid if worker.proc else None, "VmHWM"),
+            "worker_vmhwm_mb": sum(proc_mem_mb(p, "VmHWM") for p in worker.pids()),
             "alarm_events": last.alerts - first.alerts, "budget_overruns": last.overruns - first.overruns,
             "cpu": cpu, "remaining_series": series, "budget_ms": budget, "stages": stage_deltas(first, last)}
 
@@ -1038,6 +1045,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"(default {DEFAULT_JSON.relative_to(REPO)})")
     p.add_argument("--png", type=Path, default=DEFAULT_PNG, help=f"(default {DEFAULT_PNG.relative_to(REPO)})")
     p.add_argument("--keep", action="store_true", help="keep topics, Redis keys, groups and logs")
+    p.add_argument("--worker-args", default="", help="more `cityops worker` options, e.g. '--isolate hazmat'")
     p.add_argument("--producer-child", type=Path, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.rate_list = [float(r) for r in a.rates.split(",") if r.strip()]

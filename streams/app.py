@@ -69,7 +69,7 @@ class BatchConsumers(mode.Service):
     def __init__(self, runtime: Runtime, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.runtime = runtime
-        self.consumers = [KindConsumer(runtime, kind, settings) for kind in runtime.topology.input_topics().values()]
+        self.consumers = [KindConsumer(runtime, kind, settings) for kind in runtime.kinds]
 
     async def on_start(self) -> None:
         await self.runtime.start()

@@ -80,16 +80,27 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="crit|error|warn|info|debug")] = "info",
     processes: Annotated[int, typer.Option(help="worker processes on this node (one core each), in one consumer "
                                                 "group; process i serves its web port + i", min=1, max=256)] = 1,
+    kinds: Annotated[Optional[str], typer.Option(help="consume only these kinds, comma-separated (default: all; "
+                                                      "env CITYOPS_KINDS)")] = None,
+    isolate: Annotated[Optional[str], typer.Option(help="kinds that get processes of their own, comma-separated, "
+                                                        "e.g. hazmat: --processes for each of them and for the rest")] = None,
 ) -> None:
     """Run the stream worker (one batch consumer per input topic)."""
-    from streams.settings import Settings
+    from streams.settings import Settings, owned_kinds, parse_kinds, select_kinds
+    from streams.topology import load_topology
 
-    settings = Settings.from_env(topology=topology, web_port=web_port)
-    if processes > 1:
-        from streams.processes import run_processes
+    settings = Settings.from_env(topology=topology, web_port=web_port,
+                                 kinds=parse_kinds(kinds) if kinds is not None else None)
+    if processes > 1 or isolate:
+        from streams.processes import kind_groups, run_processes
 
-        argv = [sys.executable, "-m", "streams.cli", "worker", "--topology", str(topology), "--loglevel", loglevel]
-        raise typer.Exit(run_processes(argv, processes, settings.web_port, settings.data_dir))
+        topo = load_topology(topology)
+        mine = owned_kinds(settings, topo.spec.kinds)
+        isolated = select_kinds(parse_kinds(isolate), mine, "--isolate", "a kind this worker consumes") if isolate else []
+        base = [sys.executable, "-m", "streams.cli", "worker", "--topology", str(topology), "--loglevel", loglevel]
+        commands = [[*base, "--kinds", ",".join(group)]
+                    for group in kind_groups(mine, isolated) for _ in range(processes)]
+        raise typer.Exit(run_processes(commands, settings.web_port, settings.data_dir))
     import faust
 
     from streams.app import create_app

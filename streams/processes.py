@@ -1,10 +1,13 @@
-"""`cityops worker --processes N`: N worker processes of one node in one consumer group.
+"""`cityops worker --processes N [--isolate KINDS]`: several worker processes on one node.
 
 One worker process uses one core (its batches are CPU work on one event loop).
-The parent starts N children, each a plain ``cityops worker`` with its own web
+The parent starts its children, each a plain ``cityops worker`` with its own web
 port (``web_port + i``: each serves its own /metrics and /healthz) and data
-directory; Kafka spreads the partitions over them as over any workers of the
-group. The parent forwards SIGINT/SIGTERM to every child and waits for them. If a
+directory; Kafka spreads each kind's partitions over the children that consume
+that kind, as over any workers of the kind's group. ``--isolate hazmat`` gives
+hazmat children of their own (``--kinds hazmat``) and the other kinds the rest:
+the operating system then schedules a gas reading's batch at once, instead of it
+waiting on one event loop behind an air or traffic batch. The parent forwards SIGINT/SIGTERM to every child and waits for them. If a
 child exits on its own (a crash, or exit 70 after a batch that could not finish),
 the parent stops the others and exits with that child's code, so the node's
 supervisor (systemd, Kubernetes) restarts the whole node: one restart policy, in
@@ -30,13 +33,21 @@ def child_env(base: dict[str, str], index: int, web_port: int, data_dir: Path) -
     return {**base, "CITYOPS_WEB_PORT": str(web_port + index), "CITYOPS_DATA_DIR": str(data_dir / f"p{index}")}
 
 
-def run_processes(argv: Sequence[str], n: int, web_port: int, data_dir: Path) -> int:
-    """Run ``argv`` (a worker command line) ``n`` times; the exit code for the node."""
+def kind_groups(kinds: Sequence[str], isolate: Sequence[str]) -> list[list[str]]:
+    """The kinds each group of processes consumes: every isolated kind alone, then the rest
+    together (no empty group)."""
+    rest = [k for k in kinds if k not in isolate]
+    return [[k] for k in kinds if k in isolate] + ([rest] if rest else [])
+
+
+def run_processes(commands: Sequence[Sequence[str]], web_port: int, data_dir: Path) -> int:
+    """Run each worker command line as a child; the exit code for the node."""
+    n = len(commands)
     for i in range(n):
         (data_dir / f"p{i}").mkdir(parents=True, exist_ok=True)
     children = [
         subprocess.Popen(list(argv), env=child_env(dict(os.environ), i, web_port, data_dir))
-        for i in range(n)
+        for i, argv in enumerate(commands)
     ]
     stopping = False
 

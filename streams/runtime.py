@@ -45,7 +45,7 @@ from streams.live_alarms import LiveAlarms
 from streams.metrics import Metrics
 from streams.notifications import build_archive, build_notifier
 from streams.pipeline import BatchResult, KindPipeline, wall_clock_ms
-from streams.settings import Settings
+from streams.settings import Settings, owned_kinds
 from streams.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,9 @@ class Runtime:
         self.topology = topology
         self.metrics = metrics
         self.age_warner = AgeRejectionWarner(topology.spec.input)  # one log line when most of a batch is too old
-        self.pipelines = {kind: KindPipeline(topology, kind) for kind in topology.spec.kinds}
+        # only the kinds this worker consumes (`cityops worker --kinds`, e.g. hazmat in a process of its own)
+        self.kinds = owned_kinds(settings, topology.spec.kinds)
+        self.pipelines = {kind: KindPipeline(topology, kind) for kind in self.kinds}
         self.checkpoints = {kind: self._checkpoint(kind) for kind in self.pipelines}
         metrics.registry.register(LatestCollector(lambda: {kind: p.latest for kind, p in self.pipelines.items()}))
         self.writer = KafkaWriter(settings.bootstrap, client_id=f"{settings.app_id}-sinks")
@@ -74,8 +76,8 @@ class Runtime:
         self.board = RedisAlarmBoard(self.redis, settings.namespace)
         self.live_alarms = LiveAlarms(self.board)  # cityops_live_alarm for the boards (streams/live_alarms.py)
         metrics.registry.register(self.live_alarms)
-        self.lag = ConsumerLag(settings.bootstrap, {kind: settings.consumer_group(kind) for kind in topology.spec.kinds},
-                               topology.input_topics())  # cityops_consumer_lag
+        self.lag = ConsumerLag(settings.bootstrap, {kind: settings.consumer_group(kind) for kind in self.kinds},
+                               {t: k for t, k in topology.input_topics().items() if k in self.pipelines})  # cityops_consumer_lag
         metrics.registry.register(self.lag)
         self.archive = build_archive(topology, settings.data_dir)
         self.sinks: list[AlertSink] = [KafkaAlertSink(self.writer, topology.spec.topics.alerts)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ class Settings:
     web_port: int = 6066
     data_dir: Path = Path(".stack/worker")
     delivery: str = "worker"  # who POSTs the outboxes: the worker, or `cityops deliver` ("separate")
+    kinds: tuple[str, ...] = ()  # the sensor kinds this worker consumes; () = every kind of the topology
 
     def consumer_group(self, kind: str) -> str:
         """The Kafka consumer group of a kind's batch consumers: one group per kind, so a
@@ -43,9 +44,31 @@ class Settings:
             "web_port": env_port(env, "CITYOPS_WEB_PORT", 6066),
             "data_dir": Path(env.get("CITYOPS_DATA_DIR", ".stack/worker")),
             "delivery": _choice(env, "CITYOPS_DELIVERY", ("worker", "separate"), "worker"),
+            "kinds": parse_kinds(env.get("CITYOPS_KINDS", "")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """``"hazmat, air"`` -> ("hazmat", "air"); "" -> () (every kind). Checked against the
+    topology by ``owned_kinds``."""
+    return tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+
+
+def owned_kinds(settings: Settings, topology_kinds: Iterable[str]) -> list[str]:
+    """The kinds a worker consumes, in the topology's order; ConfigError names an unknown one."""
+    return select_kinds(settings.kinds, topology_kinds, "CITYOPS_KINDS / --kinds", f"a kind of {settings.topology}")
+
+
+def select_kinds(names: Sequence[str], known: Iterable[str], option: str, what: str) -> list[str]:
+    """``known`` kept in its order, only those in ``names`` (all if ``names`` is empty)."""
+    known = list(known)
+    unknown = [k for k in names if k not in known]
+    if unknown:
+        msg = f"{option} names {', '.join(map(repr, unknown))}, not {what}; use some of: {', '.join(known)}"
+        raise ConfigError(msg)
+    return [k for k in known if not names or k in names]
 
 
 def env_port(env: Mapping[str, str], name: str, default: int) -> int:

@@ -1,5 +1,7 @@
 """`cityops worker --processes 2`: two processes of one node share the partitions, both
-raise alarms, stop together on SIGTERM, and a child that dies takes the node down."""
+raise alarms, stop together on SIGTERM, and a child that dies takes the node down.
+`cityops worker --isolate hazmat`: hazmat in a process of its own, the other kinds in
+another, each raising its own kinds' alarms."""
 
 from __future__ import annotations
 
@@ -55,8 +57,20 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+Node = tuple[subprocess.Popen[bytes], int, Path]
+
+
 @pytest.fixture
-def node(isolated_topology: Topology, stack_cfg: StackConfig, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+def node(isolated_topology: Topology, stack_cfg: StackConfig, tmp_path: Path) -> Iterator[Node]:
+    yield from _start_node(isolated_topology, stack_cfg, tmp_path, ["--processes", "2"])
+
+
+@pytest.fixture
+def isolated_node(isolated_topology: Topology, stack_cfg: StackConfig, tmp_path: Path) -> Iterator[Node]:
+    yield from _start_node(isolated_topology, stack_cfg, tmp_path, ["--isolate", "hazmat"])
+
+
+def _start_node(isolated_topology: Topology, stack_cfg: StackConfig, tmp_path: Path, args: list[str]) -> Iterator[Node]:
     port = _two_free_ports()
     suffix = isolated_topology.kind("hazmat").topic.rsplit(".", 1)[-1]
     env = {**os.environ, "CITYOPS_BOOTSTRAP": stack_cfg.bootstrap, "CITYOPS_REDIS_URL": stack_cfg.redis_url,
@@ -65,7 +79,7 @@ def node(isolated_topology: Topology, stack_cfg: StackConfig, tmp_path: Path) ->
     log_path = tmp_path / "node.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("cityops")), "worker", "--processes", "2",
+            [str(Path(sys.executable).with_name("cityops")), "worker", *args,
              "--topology", str(isolated_topology.path)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
     try:
@@ -140,3 +154,48 @@ def test_a_child_that_dies_takes_the_node_down(node: tuple[subprocess.Popen[byte
     assert proc.wait(60) != 0  # the node's supervisor sees a failure and restarts it
     wait_for(lambda: not Path(f"/proc/{children[1]}").exists() or Path(f"/proc/{children[1]}/stat").read_text().split()[2] == "Z",
              30, "the other child stopped")
+
+
+def _readings(port: int, kind: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in resp.read().decode().splitlines()
+                   if line.startswith(f'cityops_readings_total{{kind="{kind}"}}'))
+
+
+async def test_isolated_hazmat_has_a_process_of_its_own(
+    isolated_node: Node, isolated_topology: Topology, stack_cfg: StackConfig, reader_factory: Any,
+) -> None:
+    proc, port, log_path = isolated_node
+    topo = isolated_topology
+    n = topo.spec.topics.partitions
+    others = sorted(k for k in topo.spec.kinds if k != "hazmat")
+
+    def ready() -> bool:
+        a, b = _healthz(port), _healthz(port + 1)
+        return (proc.poll() is None and a is not None and b is not None and len(a["partitions"]["hazmat"]) == n
+                and all(len(b["partitions"][k]) == n for k in others))
+
+    wait_for(ready, 90, f"the hazmat process owning every hazmat partition, the other every other one (log {log_path})")
+    assert _healthz(port)["kinds"] == ["hazmat"]  # type: ignore[index]
+    assert _healthz(port + 1)["kinds"] == others  # type: ignore[index]
+    gas = next(s.sensor_id for s in topo.catalog.by_kind("hazmat") if s.sensor_id.startswith("DG-GS"))
+    station = topo.catalog.by_kind("air")[0].sensor_id
+    now = time.time_ns() // 1_000_000
+    producer = AIOKafkaProducer(bootstrap_servers=stack_cfg.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for lel, ts in ((1.0, now - 5000), (40.0, now)):
+            body = json.dumps({"sensor_id": gas, "ts": ts, "values": {"gas_lel": lel}}).encode()
+            await producer.send_and_wait(topo.kind("hazmat").topic, value=body, key=gas.encode())
+        body = json.dumps({"sensor_id": station, "ts": now, "values": {"pm25": 20.0}}).encode()
+        await producer.send_and_wait(topo.kind("air").topic, value=body, key=station.encode())
+    finally:
+        await producer.stop()
+    async with reader_factory(topo.spec.topics.alerts) as reader:
+        await reader.until(lambda recs: any(a.alarm_key == f"{gas}:gas_lel_alarm" and a.status == "firing"
+                                            for a in map(Alert.from_json, recs)), 60, "the firing gas alarm")
+    wait_for(lambda: _readings(port, "hazmat") == 2 and _readings(port + 1, "air") == 1, 10,
+             "hazmat counted by the hazmat process, air by the other")
+    assert _readings(port + 1, "hazmat") == 0 and _readings(port, "air") == 0
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 0, log_path.read_text()[-3000:]

@@ -65,3 +65,19 @@ def test_replay_mistakes_name_the_option(args: tuple[str, ...], named: str) -> N
     result = _run("replay", *args, CITYOPS_BOOTSTRAP="127.0.0.1:1")  # rejected before any connection
     assert result.returncode == 2, result.stderr
     assert named in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (("worker", "--kinds", "hazmt"), {}, "--kinds names 'hazmt'"),
+        (("worker",), {"CITYOPS_KINDS": "air,gas"}, "CITYOPS_KINDS / --kinds names 'gas'"),
+        (("worker", "--isolate", "hazmat,fire"), {}, "--isolate names 'fire'"),
+        (("worker", "--kinds", "air", "--isolate", "hazmat"), {}, "--isolate names 'hazmat', not a kind this worker consumes"),
+    ],
+)
+def test_worker_kind_mistakes_name_the_option_and_the_kinds(args: tuple[str, ...], env: dict[str, str],
+                                                            named: str) -> None:
+    result = _run(*args, **env)
+    assert result.returncode == 2
+    assert named in result.stderr and "use some of:" in result.stderr and "Traceback" not in result.stderr
