@@ -83,7 +83,8 @@ def worker(
     kinds: Annotated[Optional[str], typer.Option(help="consume only these kinds, comma-separated (default: all; "
                                                       "env CITYOPS_KINDS)")] = None,
     isolate: Annotated[Optional[str], typer.Option(help="kinds that get processes of their own, comma-separated, "
-                                                        "e.g. hazmat: --processes for each of them and for the rest")] = None,
+                                                        "e.g. hazmat: --processes for each of them and for the rest, "
+                                                        "which run at a lower CPU priority (nice +10)")] = None,
 ) -> None:
     """Run the stream worker (one batch consumer per input topic)."""
     from streams.settings import Settings, owned_kinds, parse_kinds, select_kinds
@@ -98,9 +99,10 @@ def worker(
         mine = owned_kinds(settings, topo.spec.kinds)
         isolated = select_kinds(parse_kinds(isolate), mine, "--isolate", "a kind this worker consumes") if isolate else []
         base = [sys.executable, "-m", "streams.cli", "worker", "--topology", str(topology), "--loglevel", loglevel]
-        commands = [[*base, "--kinds", ",".join(group)]
-                    for group in kind_groups(mine, isolated) for _ in range(processes)]
-        raise typer.Exit(run_processes(commands, settings.web_port, settings.data_dir))
+        groups = [group for group in kind_groups(mine, isolated) for _ in range(processes)]
+        commands = [[*base, "--kinds", ",".join(group)] for group in groups]
+        bulk = [bool(isolated) and not set(group) <= set(isolated) for group in groups]
+        raise typer.Exit(run_processes(commands, settings.web_port, settings.data_dir, bulk))
     import faust
 
     from streams.app import create_app

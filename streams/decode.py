@@ -435,10 +435,15 @@ def bulk_epoch_ms(times: list[Any]) -> np.ndarray | None:
     converted in one pyarrow cast; None if a string is not an RFC 3339 time with an
     offset that the cast takes (the caller then decodes strictly)."""
     n = len(times)
-    texts = [t for t in times if type(t) is str]
-    if not texts:
-        return np.array(times, np.int64) if n else np.zeros(0, np.int64)
-    text = pa.array(texts, pa.string())
+    if not n:
+        return np.zeros(0, np.int64)
+    is_text = np.fromiter(map(str.__instancecheck__, times), np.bool_, count=n)
+    n_text = int(np.count_nonzero(is_text))
+    if not n_text:
+        return np.array(times, np.int64)
+    # a batch mixing both forms (senders differ) is split in C: no per-reading Python
+    mixed = np.array(times, object) if n_text < n else None
+    text = pa.array(times if mixed is None else mixed[is_text], pa.string())
     if not pc.all(pc.match_substring_regex(text, RFC3339)).as_py():
         return None
     try:
@@ -446,12 +451,11 @@ def bulk_epoch_ms(times: list[Any]) -> np.ndarray | None:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     ms: np.ndarray = stamps.cast(pa.int64()).to_numpy()
-    if len(texts) == n:
+    if mixed is None:
         return ms
-    is_text = np.fromiter(map(type, times), object, count=n) == str
     out = np.empty(n, np.int64)
     out[is_text] = ms
-    out[~is_text] = np.array([t for t in times if type(t) is not str], np.int64)
+    out[~is_text] = mixed[~is_text].astype(np.int64)
     return out
 
 

@@ -5,9 +5,9 @@ The parent starts its children, each a plain ``cityops worker`` with its own web
 port (``web_port + i``: each serves its own /metrics and /healthz) and data
 directory; Kafka spreads each kind's partitions over the children that consume
 that kind, as over any workers of the kind's group. ``--isolate hazmat`` gives
-hazmat children of their own (``--kinds hazmat``) and the other kinds the rest:
-the operating system then schedules a gas reading's batch at once, instead of it
-waiting on one event loop behind an air or traffic batch. The parent forwards SIGINT/SIGTERM to every child and waits for them. If a
+hazmat children of their own (``--kinds hazmat``) and the other kinds the rest, at
+a lower CPU priority (nice +10): a gas reading's batch then neither waits on one
+event loop behind an air or traffic batch nor for a core while a backlog drains. The parent forwards SIGINT/SIGTERM to every child and waits for them. If a
 child exits on its own (a crash, or exit 70 after a batch that could not finish),
 the parent stops the others and exits with that child's code, so the node's
 supervisor (systemd, Kubernetes) restarts the whole node: one restart policy, in
@@ -26,6 +26,9 @@ from pathlib import Path
 from types import FrameType
 
 STOP_GRACE_S = 30.0
+# the non-isolated children's niceness: when the cores are short (a backlog draining), the
+# scheduler serves the isolated kinds, and the broker and Redis they wait on, first
+BULK_NICENESS = 10
 POLL_S = 0.2
 
 
@@ -40,13 +43,16 @@ def kind_groups(kinds: Sequence[str], isolate: Sequence[str]) -> list[list[str]]
     return [[k] for k in kinds if k in isolate] + ([rest] if rest else [])
 
 
-def run_processes(commands: Sequence[Sequence[str]], web_port: int, data_dir: Path) -> int:
-    """Run each worker command line as a child; the exit code for the node."""
+def run_processes(commands: Sequence[Sequence[str]], web_port: int, data_dir: Path,
+                  bulk: Sequence[bool] = ()) -> int:
+    """Run each worker command line as a child (those flagged in ``bulk`` at
+    ``BULK_NICENESS``); the exit code for the node."""
     n = len(commands)
     for i in range(n):
         (data_dir / f"p{i}").mkdir(parents=True, exist_ok=True)
     children = [
-        subprocess.Popen(list(argv), env=child_env(dict(os.environ), i, web_port, data_dir))
+        subprocess.Popen(list(argv), env=child_env(dict(os.environ), i, web_port, data_dir),
+                         preexec_fn=_lower_priority if i < len(bulk) and bulk[i] else None)
         for i, argv in enumerate(commands)
     ]
     stopping = False
@@ -72,6 +78,10 @@ def run_processes(commands: Sequence[Sequence[str]], web_port: int, data_dir: Pa
             _wait_all(children)
             return failed if failed > 0 else 1
         time.sleep(POLL_S)
+
+
+def _lower_priority() -> None:
+    os.nice(BULK_NICENESS)
 
 
 def _wait_all(children: Sequence[subprocess.Popen[bytes]]) -> None:
