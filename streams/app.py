@@ -40,7 +40,7 @@ def create_app(settings: Settings, topology: Topology | None = None) -> faust.Ap
         settings.app_id,
         broker=settings.broker_url,
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         datadir=str(settings.data_dir),
         topic_partitions=topology.spec.topics.partitions,
     )

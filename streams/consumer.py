@@ -46,6 +46,11 @@ SLICE_SHARE_OF_BUDGET = 0.25  # a batch may hold the event loop for this share o
 MIN_RECORDS = 16  # the fetch limit never goes below this, however slow a batch was
 FIRST_RECORDS = 256  # the first fetch's limit, before a batch has been timed (a gateway array is 50 readings)
 COMMIT_INTERVAL_S = 1.0  # as Faust's broker_commit_interval: a crash repeats at most this much work
+# ... unless the checkpoint before a commit is slow (a large state, e.g. 100k sensors touched):
+# then commits are spaced so that checkpoints take at most this share of the time, up to
+# MAX_COMMIT_INTERVAL_S (a crash then repeats more work, with the same alert ids)
+CHECKPOINT_SHARE = 0.1
+MAX_COMMIT_INTERVAL_S = 30.0
 IDLE_POLL_MS = 200  # how long getmany waits when nothing is fetched (then done offsets are committed)
 SHUTDOWN_GRACE_S = 10.0  # a batch in flight at shutdown gets this long to finish
 EXIT_BATCH_NOT_DONE = 70  # EX_SOFTWARE: a supervisor restarts the worker
@@ -113,6 +118,7 @@ class KindConsumer:
         self._batch_lock = asyncio.Lock()  # held while a batch is processed: a revocation waits for it
         self._done: dict[TopicPartition, int] = {}  # next offset per partition, outputs durable, not committed
         self._last_commit = time.monotonic()
+        self.commit_interval_s = COMMIT_INTERVAL_S
         # one commit at a time: a revocation's commit must not return while the loop's is in flight
         self._commit_lock = asyncio.Lock()
         self._stopping = False
@@ -228,10 +234,12 @@ class KindConsumer:
 
     async def _commit(self, *, force: bool) -> None:
         async with self._commit_lock:
-            if not self._done or (not force and time.monotonic() - self._last_commit < COMMIT_INTERVAL_S):
+            if not self._done or (not force and time.monotonic() - self._last_commit < self.commit_interval_s):
                 return
             # the state as of these offsets first: a restart restores it and resumes after them
+            t0 = time.monotonic()
             await self.runtime.checkpoint(self.kind)
+            self._learn_checkpoint(time.monotonic() - t0)
             done, self._done = self._done, {}
             consumer = self._started()
             owned = consumer.assignment()
@@ -243,6 +251,13 @@ class KindConsumer:
                 # the batches are durable; the next owner (or this worker) repeats them: same alert ids
                 log.warning("committing %s offsets failed (%r); they will be delivered again", self.kind, exc)
             self._last_commit = time.monotonic()
+
+    def _learn_checkpoint(self, seconds: float) -> None:
+        """Space commits so that checkpoints take at most CHECKPOINT_SHARE of the time. From
+        ~100k sensors a checkpoint writes hundreds of MB a second at one commit per second,
+        and took 66-71 % of a drain (docs/benchmarks.md, "How cost grows")."""
+        wanted = seconds / CHECKPOINT_SHARE
+        self.commit_interval_s = min(MAX_COMMIT_INTERVAL_S, max(COMMIT_INTERVAL_S, wanted))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._batch_lock:  # the batch in flight first

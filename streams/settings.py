@@ -18,6 +18,7 @@ class Settings:
     namespace: str = "live"  # Redis key prefix: a replay uses its own
     app_id: str = "cityops"  # Kafka consumer group
     web_port: int = 6066
+    web_host: str = "127.0.0.1"  # the address the web server binds: 0.0.0.0 in a container, for Prometheus
     data_dir: Path = Path(".stack/worker")
     delivery: str = "worker"  # who POSTs the outboxes: the worker, or `cityops deliver` ("separate")
     kinds: tuple[str, ...] = ()  # the sensor kinds this worker consumes; () = every kind of the topology
@@ -42,6 +43,7 @@ class Settings:
             "namespace": env.get("CITYOPS_NAMESPACE", "live"),
             "app_id": env.get("CITYOPS_APP_ID", "cityops"),
             "web_port": env_port(env, "CITYOPS_WEB_PORT", 6066),
+            "web_host": env.get("CITYOPS_WEB_HOST", "127.0.0.1").strip() or "127.0.0.1",
             "data_dir": Path(env.get("CITYOPS_DATA_DIR", ".stack/worker")),
             "delivery": _choice(env, "CITYOPS_DELIVERY", ("worker", "separate"), "worker"),
             "kinds": parse_kinds(env.get("CITYOPS_KINDS", "")),

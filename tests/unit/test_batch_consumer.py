@@ -175,3 +175,18 @@ async def test_a_restore_that_fails_after_an_assignment_ends_the_process(monkeyp
     monkeypatch.setattr(consumer_module, "_die", died.append)
     await consumer.on_assigned({TopicPartition(consumer.topic, 0)})
     assert died and "hazmat" in died[0]
+
+
+def test_commits_are_spaced_so_that_checkpoints_take_a_tenth_of_the_time() -> None:
+    from streams.consumer import CHECKPOINT_SHARE, COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S
+
+    consumer = _consumer("air")
+    assert consumer.commit_interval_s == COMMIT_INTERVAL_S
+    consumer._learn_checkpoint(0.01)  # a small state: every second, as Faust does
+    assert consumer.commit_interval_s == COMMIT_INTERVAL_S
+    consumer._learn_checkpoint(0.8)  # 100k sensors' records: 8 s apart
+    assert consumer.commit_interval_s == pytest.approx(0.8 / CHECKPOINT_SHARE)
+    consumer._learn_checkpoint(60.0)  # never more than the cap: a crash repeats at most this much
+    assert consumer.commit_interval_s == MAX_COMMIT_INTERVAL_S
+    consumer._learn_checkpoint(0.05)  # the state shrank again: back to every second
+    assert consumer.commit_interval_s == COMMIT_INTERVAL_S

@@ -39,6 +39,7 @@ def test_the_compose_stack_runs_what_the_tests_ran() -> None:
     worker_env = services["worker"]["environment"]
     assert worker_env["CITYOPS_BOOTSTRAP"] == "kafka:9092" and worker_env["CITYOPS_REDIS_URL"].startswith("redis://redis:")
     assert worker_env["CITYOPS_DELIVERY"] == "separate" and services["deliver"]["command"][0] == "deliver"
+    assert worker_env["CITYOPS_WEB_HOST"] == "0.0.0.0"  # else Prometheus, in its own container, cannot scrape it
     for name, service in services.items():  # every image pinned to a version
         image = service.get("image", "")
         assert image == "cityops:latest" or re.fullmatch(r"[\w./-]+:v?\d[\w.-]*", image), f"{name}: {image!r}"
@@ -52,7 +53,9 @@ def test_prometheus_config_is_valid_and_scrapes_the_worker_as_the_rules_expect()
     result = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = {job["job_name"]: job for job in yaml.safe_load(config.read_text())["scrape_configs"]}
-    assert jobs["cityops"]["static_configs"][0]["targets"] == ["worker:6066"]  # CityopsWorkerDown uses job="cityops"
+    # CityopsWorkerDown uses job="cityops"; the worker runs --isolate hazmat: one target per process
+    assert "--isolate" in COMPOSE["services"]["worker"]["command"]
+    assert jobs["cityops"]["static_configs"][0]["targets"] == ["worker:6066", "worker:6067"]
 
 
 def test_grafana_provisioning_serves_the_dashboards_with_their_data_source() -> None:
