@@ -169,7 +169,10 @@ class Runtime:
                 self._dirty[kind] = []  # what Redis holds is the state now
                 self.checkpoints[kind] = checkpoint = self._checkpoint(kind)
                 restored = pipeline.restore(active)
-                n_state = checkpoint.load(await self.board.state(checkpoint.key))
+                # in a thread: ~1 s per 100,000 sensors of CPU that would stop the loop, and with it
+                # the consumers' heartbeats (a long enough stall expires the session: another
+                # rebalance, another restore)
+                n_state = await asyncio.to_thread(checkpoint.load, await self.board.state(checkpoint.key))
                 self.metrics.active_alarms.labels(kind).set(restored)
                 log.info("restored %d live %s alarms and the state of %d sensors from Redis", restored, kind, n_state)
 
@@ -200,6 +203,9 @@ class Runtime:
                 self.metrics.alarm_budget_overruns.labels(kind, alert.rule).inc()
 
     async def _handle(self, kind: str, messages: RawBatch) -> BatchResult:
+        # on the loop, not in a thread: tried (2026-12-07), batches in threads fought the loop for
+        # the GIL, the fetch cap learned from their inflated times shrank every batch, and a
+        # backlog drained 7x slower (docs/benchmarks.md, "Hazmat in its own process")
         result = self.pipelines[kind].process(messages, wall_clock_ms())
         t0 = time.perf_counter()
         await self._deliver(kind, result)
@@ -257,7 +263,7 @@ class Runtime:
                 return
             sensors = np.unique(np.concatenate(touched))
             checkpoint = self.checkpoints[kind]
-            records = checkpoint.encode(sensors)
+            records = await asyncio.to_thread(checkpoint.encode, sensors)  # the kind's lock is held: no batch moves it
             await self._until_done(kind, "checkpoint", lambda: self.board.write_state(checkpoint.key, records))
             self._dirty[kind] = []
 
