@@ -12,6 +12,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from streams.loop_watchdog import LoopWatchdog
 from streams.metrics import Metrics
 from tests.unit.test_dashboards import COLLECTOR_METRICS
 from tests.unit.test_topology import REPO
@@ -41,6 +42,7 @@ def test_the_rules_pass_their_promtool_unit_tests() -> None:
 def test_every_rule_names_metrics_the_worker_exports() -> None:
     registry = CollectorRegistry()
     Metrics.create(registry)
+    LoopWatchdog(registry)  # cityops_loop_stall_seconds
     exported: set[str] = set(COLLECTOR_METRICS)
     for family in registry.collect():
         exported.add(family.name)
