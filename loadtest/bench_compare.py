@@ -457,8 +457,13 @@ class Metrics:
                     kinds[kind] = kinds.get(kind, 0.0) + float(value)
         if math.isnan(self.all_kinds_at) and sum(1 for v in kinds.values() if v > 0) >= self.n_kinds:
             self.all_kinds_at = t
+        try:
+            cpu_s = sum(proc_cpu_s(pid) for pid in family(self.proc.pid))
+        except OSError:  # the worker is gone: say so, with its log (one run failed here with a bare /proc error)
+            self.alive()
+            raise
         return Counts(t, sums.get("cityops_readings_total", 0.0), kinds, sums.get("cityops_messages_total", 0.0),
-                      sums.get("cityops_alerts_total", 0.0), sum(proc_cpu_s(pid) for pid in family(self.proc.pid)))
+                      sums.get("cityops_alerts_total", 0.0), cpu_s)
 
     def texts(self) -> list[str]:
         """Every worker process's /metrics ("" for one not serving yet)."""
