@@ -64,6 +64,7 @@ def test_the_slice_is_a_quarter_of_the_tightest_budget() -> None:
     topology = load_topology(REPO / "topology.yaml")
     runtime = Runtime.__new__(Runtime)
     runtime.topology = topology
+    runtime.kinds = list(topology.spec.kinds)
     tightest = min(k.batch.budget_ms for k in topology.spec.kinds.values())
     consumer = KindConsumer(runtime, "air", Settings())
     assert consumer.slice_s == tightest / 4000
@@ -71,13 +72,14 @@ def test_the_slice_is_a_quarter_of_the_tightest_budget() -> None:
     assert consumer.fetch_limit == min(FIRST_RECORDS, topology.kind("air").batch.max_messages)
 
 
-def _consumer(kind: str) -> KindConsumer:
+def _consumer(kind: str, alone: bool = False) -> KindConsumer:
     from prometheus_client import CollectorRegistry
 
     from streams.metrics import Metrics
 
     runtime = Runtime.__new__(Runtime)
     runtime.topology = load_topology(REPO / "topology.yaml")
+    runtime.kinds = [kind] if alone else list(runtime.topology.spec.kinds)
     runtime.metrics = Metrics.create(CollectorRegistry())
     return KindConsumer(runtime, kind, Settings())
 
@@ -92,6 +94,16 @@ def test_the_window_is_half_the_budget_minus_the_p99_batch_time() -> None:
     for _ in range(DURATIONS_KEPT):  # batches slower than half the budget: no waiting at all
         consumer._learn_duration(budget_s)
     assert consumer.window_s == 0.0
+
+
+def test_a_kind_alone_in_its_process_waits_a_quarter_of_its_budget_minus_the_p99() -> None:
+    consumer = _consumer("hazmat", alone=True)
+    budget_s = consumer.runtime.topology.kind("hazmat").batch.budget_ms / 1000
+    assert consumer.window_s == budget_s / 4
+    for _ in range(32):
+        consumer._learn_duration(0.010)
+    assert abs(consumer.window_s - (budget_s / 4 - 0.010)) < 1e-9
+    assert _consumer("hazmat").window_s == budget_s / 2  # sharing the loop with the other kinds
 
 
 class _ScriptedKafka:
