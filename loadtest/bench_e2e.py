@@ -102,16 +102,20 @@ def _free(port: int) -> bool:
     return True
 
 
-def worker_processes(args: Sequence[str], n_kinds: int) -> int:
-    """How many worker processes (web ports) `cityops worker ARGS` runs: ``--processes`` for
-    each ``--isolate``d kind and for the rest."""
+def worker_processes(args: Sequence[str], kinds: Sequence[str]) -> int:
+    """How many worker processes (web ports) `cityops worker ARGS` runs for a topology of
+    ``kinds``: ``--processes`` for each group of streams/processes.py's ``kind_groups``."""
+    from streams.processes import kind_groups
+    from streams.settings import parse_kinds
+
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--isolate", default="")
     known, _ = p.parse_known_args(list(args))
-    isolated = len([k for k in known.isolate.split(",") if k.strip()])
-    groups = isolated + (1 if isolated < n_kinds else 0)
-    return known.processes * groups if (known.processes > 1 or isolated) else 1
+    isolated = parse_kinds(known.isolate)
+    if known.processes == 1 and not isolated:
+        return 1
+    return known.processes * len(kind_groups(kinds, isolated))
 
 
 @dataclass

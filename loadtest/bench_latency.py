@@ -607,7 +607,7 @@ class Run:
         self.groups.append(group)
         self.namespaces.append(group)
         args = tuple(shlex.split(self.a.worker_args))
-        ports = worker_processes(args, len(self.mix))
+        ports = worker_processes(args, list(topo.spec.kinds))
         port = free_ports(ports)
         env = {**os.environ, "CITYOPS_BOOTSTRAP": self.cfg.bootstrap, "CITYOPS_REDIS_URL": self.cfg.redis_url,
                "CITYOPS_APP_ID": group, "CITYOPS_NAMESPACE": group, "CITYOPS_WEB_PORT": str(port),

@@ -87,9 +87,9 @@ class RouteEvaluator:
 
     def resize(self, sensors: Sequence[SensorInfo | None]) -> None:
         """Grow to cover newly seen sensors (unknown ones get the fixed set points only).
-        Python runs only for catalog sensors, and the columns grow geometrically: a
-        backlog of a million sensors unknown to the catalog, first seen a batch at a
-        time, cost ~2 µs per sensor per route and a copy of every column per batch."""
+        Only catalog sensors have their set points looked up, and the columns grow
+        geometrically: a backlog of a million sensors unknown to the catalog, first seen a
+        batch at a time, cost ~2 µs per sensor per route and a copy of every column per batch."""
         n_old, n = self._n_points, len(sensors)
         if n <= n_old:
             return

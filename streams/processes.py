@@ -7,7 +7,9 @@ directory; Kafka spreads each kind's partitions over the children that consume
 that kind, as over any workers of the kind's group. ``--isolate hazmat`` gives
 hazmat children of their own (``--kinds hazmat``) and the other kinds the rest, at
 a lower CPU priority (nice +10): a gas reading's batch then neither waits on one
-event loop behind an air or traffic batch nor for a core while a backlog drains. The parent forwards SIGINT/SIGTERM to every child and waits for them. If a
+event loop behind an air or traffic batch nor for a core while a backlog drains.
+
+The parent forwards SIGINT/SIGTERM to every child and waits for them. If a
 child exits on its own (a crash, or exit 70 after a batch that could not finish),
 the parent stops the others and exits with that child's code, so the node's
 supervisor (systemd, Kubernetes) restarts the whole node: one restart policy, in
